@@ -1,0 +1,31 @@
+"""leanseg: 2D/3D segmentation on the lean convolution of LeanResNet (Ephrath, Ruthotto, Haber, Treister).
+
+Attributes are imported lazily (PEP 562) so that ``leanseg --help`` does not pay for importing torch.
+"""
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "LeanConv": "leanseg.nn",
+    "lean": "leanseg.nn",
+    "LeanReport": "leanseg.nn",
+    "lean_conv": "leanseg.nn.functional",
+    "LeanSegError": "leanseg.errors",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'leanseg' has no attribute {name!r}")
+    return getattr(import_module(module), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

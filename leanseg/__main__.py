@@ -1,0 +1,5 @@
+import sys
+
+from leanseg.cli.main import main
+
+sys.exit(main())

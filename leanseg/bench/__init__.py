@@ -1,0 +1,1 @@
+"""Benchmark code behind ``leanseg bench ...`` (imports torch; the CLI imports it lazily)."""

@@ -1,0 +1,42 @@
+"""The model registry: ``create(name, **kwargs)`` and ``available()``.
+
+Constructors register themselves with ``@register``; checkpoints store the name and the keyword arguments,
+so a model is rebuilt from JSON without unpickling anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+
+from leanseg.errors import LeanSegError
+
+_MODELS: dict[str, Callable] = {}
+
+
+def register(fn: Callable | None = None, *, name: str | None = None):
+    """Decorator: register a model constructor under its function name (or ``name``)."""
+
+    def deco(f):
+        key = name or f.__name__
+        if key in _MODELS:
+            raise ValueError(f"model {key!r} is registered twice")
+        _MODELS[key] = f
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def available() -> list[str]:
+    """Names of every registered model, sorted."""
+    return sorted(_MODELS)
+
+
+def create(name: str, **kwargs):
+    """Build the registered model ``name`` with ``kwargs``; an unknown name gets a 'did you mean' error."""
+    fn = _MODELS.get(name)
+    if fn is None:
+        close = difflib.get_close_matches(name, _MODELS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; available: {', '.join(available())}"
+        raise LeanSegError(f"unknown model {name!r}{hint}")
+    return fn(**kwargs)

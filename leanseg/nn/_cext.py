@@ -1,0 +1,83 @@
+"""Build (once, in about a second) and load the C stencil kernels of _stencil.c with ctypes.
+
+No torch headers are involved, so the build is fast and independent of the PyTorch version. The library is
+cached under $LEANSEG_CACHE (default ~/.cache/leanseg), keyed by the source, the flags and this CPU's features
+(it is built with -march=native). Returns None, and the caller falls back to plain PyTorch, when no C compiler
+with OpenMP is found or LEANSEG_CEXT=0.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+_SOURCE = Path(__file__).with_name("_stencil.c")
+_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+
+
+class Grid(ctypes.Structure):
+    _fields_ = [("n", ctypes.c_int64), ("d", ctypes.c_int64), ("h", ctypes.c_int64), ("w", ctypes.c_int64),
+                ("ld", ctypes.c_int64)]
+
+
+def _cpu_key() -> str:
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = platform.processor()
+    return flags
+
+
+def _build(cc: str) -> Path:
+    src = _SOURCE.read_bytes()
+    key = hashlib.sha256(src + " ".join([cc, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
+    cache = Path(os.environ.get("LEANSEG_CACHE", Path.home() / ".cache" / "leanseg"))
+    lib = cache / f"leanstencil-{key}.so"
+    if lib.exists():
+        return lib
+    cache.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
+    os.close(fd)
+    try:
+        subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
+        os.replace(tmp, lib)  # atomic: concurrent builders (DDP ranks, test workers) never see half a file
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return lib
+
+
+@functools.cache
+def load():
+    """The loaded library, or None when it cannot be built here."""
+    if os.environ.get("LEANSEG_CEXT", "1") == "0":
+        return None
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        warnings.warn("leanseg: no C compiler found; the CPU lean convolution uses plain PyTorch (slower)",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    try:
+        lib = ctypes.CDLL(str(_build(cc)))
+    except (OSError, subprocess.CalledProcessError) as err:
+        detail = getattr(err, "stderr", "") or str(err)
+        warnings.warn(f"leanseg: building the C stencil failed ({detail.strip()[:300]}); using plain PyTorch",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    for suffix in ("f32", "f64"):
+        fn = getattr(lib, f"stencil_gather_{suffix}")
+        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, i64, i64, i64, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"stencil_grad_{suffix}")
+        fn.argtypes = [p, p, Grid, p, Grid, p, p, p, i64, i64, i64, c_int]
+        fn.restype = None
+    return lib

@@ -1,0 +1,147 @@
+"""Fast CPU path of the lean convolution: channels-last, the 1x1 as one GEMM, the stencil as one pass.
+
+The GEMMs go to BLAS through torch; the stencil, its adjoints and the dS reduction run in the small C kernels
+of _stencil.c, which update the GEMM's output in place, reading each input voxel's neighbours while they are
+in cache. Where no C compiler is available the same operations run as plain PyTorch (correct, slower).
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from leanseg.nn import _cext
+from leanseg.nn.functional import shifted, stencil_channels_last
+
+_CTYPES = {torch.float32: "f32", torch.float64: "f64"}
+
+
+def _taps(d: int, adjoint: bool):
+    """(axis, sign) of the 2d taps in the order of S's columns, axes counted in the (D, H, W) view."""
+    axis = [a + 3 - d for a in range(d) for _ in (0, 1)]
+    sign = [s * (-1 if adjoint else 1) for _ in range(d) for s in (-1, 1)]
+    return (ctypes.c_int64 * (2 * d))(*axis), (ctypes.c_int64 * (2 * d))(*sign)
+
+
+def _grid(t: torch.Tensor) -> _cext.Grid:
+    """Geometry of a channels-last (N, *spatial, C') view whose voxels are C' or more elements apart."""
+    if t.stride(-1) != 1:
+        raise RuntimeError("channels must be contiguous")
+    sp = list(t.shape[1:-1])
+    if len(sp) == 2:
+        sp = [1, *sp]
+    ld = t.stride(-2)
+    expect = [ld * sp[2] * sp[1], ld * sp[2], ld][3 - (t.dim() - 2):]
+    if list(t.stride()[1:-1]) != expect:
+        raise RuntimeError("voxels must be densely packed")
+    return _cext.Grid(t.shape[0], sp[0], sp[1], sp[2], ld)
+
+
+def _use_c(t: torch.Tensor):
+    return _cext.load() if t.dtype in _CTYPES else None
+
+
+def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False):
+    """out[..., :m] += stencil(inp) in place (forward, or the adjoint with adjoint=True). taps_t is S^T (2d, m)."""
+    d = out.dim() - 2
+    lib = _use_c(out)
+    if lib is None:
+        return _gather_torch_(out, inp, taps_t, stride, adjoint)
+    axis, sign = _taps(d, adjoint)
+    mul, div = (stride, 1) if not adjoint else (1, stride)
+    fn = getattr(lib, f"stencil_gather_{_CTYPES[out.dtype]}")
+    zeros = out.new_zeros(taps_t.shape[1])  # the source row of taps that fall outside the input
+    fn(out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), taps_t.data_ptr(), zeros.data_ptr(), axis, sign,
+       2 * d, taps_t.shape[1], mul, div, torch.get_num_threads())
+    return out
+
+
+def stencil_grad(g, inp, stride: int):
+    """dS^T (2d, m): sum over output voxels of g_o(p) * inp_o(s p + e_k)."""
+    d = g.dim() - 2
+    m = inp.shape[-1]
+    lib = _use_c(g)
+    if lib is None:
+        xp = torch.nn.functional.pad(inp, (0, 0) + (1, 1) * d)
+        dims = tuple(range(d + 1))
+        return torch.stack([(g[..., :m] * shifted(xp, k // 2, -1 if k % 2 == 0 else 1, stride, g.shape[1:-1])).sum(dims)
+                            for k in range(2 * d)])
+    threads = torch.get_num_threads()
+    partial = torch.zeros(threads, 2 * d, m, dtype=torch.float64)
+    axis, sign = _taps(d, False)
+    fn = getattr(lib, f"stencil_grad_{_CTYPES[g.dtype]}")
+    zeros = g.new_zeros(m)
+    fn(partial.data_ptr(), g.data_ptr(), _grid(g), inp.data_ptr(), _grid(inp), zeros.data_ptr(), axis, sign, 2 * d, m,
+       stride, threads)
+    return partial.sum(0).to(g.dtype)
+
+
+def _gather_torch_(out, inp, taps_t, stride, adjoint):
+    """The same update in plain PyTorch, for dtypes and machines the C kernels do not cover."""
+    d = out.dim() - 2
+    m = taps_t.shape[1]
+    if not adjoint:
+        out[..., :m] += stencil_channels_last(inp[..., :m], taps_t, stride, out.shape[1:-1])
+        return out
+    if stride == 1:  # the adjoint reads at -e_k what the forward read at +e_k
+        swap = [k ^ 1 for k in range(2 * d)]
+        out[..., :m] += stencil_channels_last(inp[..., :m], taps_t[swap], 1, out.shape[1:-1])
+        return out
+    outp = torch.nn.functional.pad(out[..., :m], (0, 0) + (1, 1) * d)  # scatter dx(2p + e_k) += S_k dy(p)
+    for k in range(2 * d):
+        shifted(outp, k // 2, -1 if k % 2 == 0 else 1, 2, inp.shape[1:-1]).add_(inp[..., :m] * taps_t[k])
+    out[..., :m] = outp[(slice(None),) + (slice(1, -1),) * d]
+    return out
+
+
+def _gemm(a: torch.Tensor, w: torch.Tensor, bias=None) -> torch.Tensor:
+    """a (N, *sp, K) @ w.T as one BLAS call on the flattened voxels; returns (N, *sp, C) contiguous."""
+    a2 = a.reshape(-1, a.shape[-1])
+    y = torch.addmm(bias, a2, w.t()) if bias is not None else torch.mm(a2, w.t())
+    return y.view(*a.shape[:-1], w.shape[0])
+
+
+def _subsample(t: torch.Tensor, stride: int) -> torch.Tensor:
+    return t[(slice(None),) + (slice(None, None, stride),) * (t.dim() - 2)] if stride > 1 else t
+
+
+class _LeanConvCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, stencil, bias, stride):
+        xl = x.movedim(1, -1).contiguous()  # (N, *spatial, C_in): free when x is channels-last
+        st = stencil.t().contiguous()  # (2d, m): one contiguous row of taps per offset
+        y = _gemm(_subsample(xl, stride), weight, bias)  # (N, *out, C_out)
+        stencil_gather_(y, xl, st, stride)
+        ctx.save_for_backward(xl, weight, st)
+        ctx.stride = stride
+        ctx.has_bias = bias is not None
+        return y.movedim(-1, 1)  # (N, C_out, *out), channels-last in memory
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        xl, weight, st = ctx.saved_tensors
+        stride = ctx.stride
+        dy = grad_out.movedim(1, -1).contiguous()  # (N, *out, C_out)
+        dx = dw = ds = db = None
+        if ctx.needs_input_grad[0]:
+            if stride == 1:
+                dx = _gemm(dy, weight.t())
+            else:
+                dx = xl.new_zeros(xl.shape)
+                _subsample(dx, stride).copy_(_gemm(dy, weight.t()))
+            stencil_gather_(dx, dy, st, stride, adjoint=True)
+            dx = dx.movedim(-1, 1)
+        if ctx.needs_input_grad[1]:
+            xs = _subsample(xl, stride)
+            dw = dy.reshape(-1, dy.shape[-1]).t() @ xs.reshape(-1, xs.shape[-1])
+        if ctx.needs_input_grad[2]:
+            ds = stencil_grad(dy, xl[..., : st.shape[1]], stride).t()
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            db = dy.reshape(-1, dy.shape[-1]).sum(0)
+        return dx, dw, ds, db, None
+
+
+def lean_conv_cpu(x, weight, stencil, bias=None, stride: int = 1) -> torch.Tensor:
+    """Fast CPU lean convolution (arguments as lean_conv_reference); output is channels-last in memory."""
+    return _LeanConvCPU.apply(x, weight, stencil, bias, stride)
