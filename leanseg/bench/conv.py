@@ -133,12 +133,19 @@ def format_table(rows: list[dict], device: torch.device) -> str:
     lines = []
     for r in rows:
         for kind, label in (("fwd", "fwd"), ("f+b", "fwd+bwd")):
-            cells = [str(r["d"]), str(r["C"]), f"{r['batch']}x{r['size']}^{r['d']}",
-                     f"{r['weights dense']:,}/{r['weights lean']:,}", label]
+            cells = [
+                str(r["d"]),
+                str(r["C"]),
+                f"{r['batch']}x{r['size']}^{r['d']}",
+                f"{r['weights dense']:,}/{r['weights lean']:,}",
+                label,
+            ]
             dense = r[f"dense {kind}"]
             for m in methods:
                 t = r[f"{m} {kind}"]
-                cells.append(f"{t:.2f} [{r[f'dense layout {kind}']}]" if m == "dense" else f"{t:.2f} ({dense / t:.1f}x)")
+                cells.append(
+                    f"{t:.2f} [{r[f'dense layout {kind}']}]" if m == "dense" else f"{t:.2f} ({dense / t:.1f}x)"
+                )
             cells += [f"{r[f'floor {kind}']:.2f}", f"{r[f'fast {kind}'] / r[f'floor {kind}']:.2f}"]
             lines.append(cells)
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
@@ -164,9 +171,13 @@ def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=
             n = size or (GPU_SIZE[d] if dev.type == "cuda" else CPU_SIZES[d].get(c, 32))
             rows.append(bench_one(d, c, n, batch, DTYPES[dtype], dev, repeats))
             print(f"  measured d={d} C={c} at {batch}x{n}^{d}", flush=True)
-    print(f"\nleanseg bench conv: {_machine(dev)}, {dtype}, stride 1, square C -> C; times are the best of "
-          f"{repeats}; (x) is the speed-up over dense")
+    print(
+        f"\nleanseg bench conv: {_machine(dev)}, {dtype}, stride 1, square C -> C; times are the best of "
+        f"{repeats}; (x) is the speed-up over dense"
+    )
     print(format_table(rows, dev))
-    bw = ", ".join(f"{r['d']}D C={r['C']}: {r['bandwidth GB/s']:.0f} GB/s, {r['gemm GFLOP/s']:.0f} GFLOP/s" for r in rows)
+    bw = ", ".join(
+        f"{r['d']}D C={r['C']}: {r['bandwidth GB/s']:.0f} GB/s, {r['gemm GFLOP/s']:.0f} GFLOP/s" for r in rows
+    )
     print(f"floor inputs (measured copy bandwidth, GEMM rate): {bw}")
     return rows

@@ -20,5 +20,12 @@ def bench_conv(
     """Time forward and forward+backward of dense, depthwise+1x1, reference and fast lean convolutions."""
     from leanseg.bench.conv import run
 
-    run(dims=[int(d) for d in dims.split(",")], channels=[int(c) for c in channels.split(",")], device=device,
-        dtype=dtype, size=size, batch=batch, repeats=repeats)
+    run(
+        dims=[int(d) for d in dims.split(",")],
+        channels=[int(c) for c in channels.split(",")],
+        device=device,
+        dtype=dtype,
+        size=size,
+        batch=batch,
+        repeats=repeats,
+    )

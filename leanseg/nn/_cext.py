@@ -24,8 +24,13 @@ _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
 class Grid(ctypes.Structure):
-    _fields_ = [("n", ctypes.c_int64), ("d", ctypes.c_int64), ("h", ctypes.c_int64), ("w", ctypes.c_int64),
-                ("ld", ctypes.c_int64)]
+    _fields_ = [
+        ("n", ctypes.c_int64),
+        ("d", ctypes.c_int64),
+        ("h", ctypes.c_int64),
+        ("w", ctypes.c_int64),
+        ("ld", ctypes.c_int64),
+    ]
 
 
 def _cpu_key() -> str:
@@ -62,15 +67,21 @@ def load():
         return None
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        warnings.warn("leanseg: no C compiler found; the CPU lean convolution uses plain PyTorch (slower)",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            "leanseg: no C compiler found; the CPU lean convolution uses plain PyTorch (slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     try:
         lib = ctypes.CDLL(str(_build(cc)))
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or str(err)
-        warnings.warn(f"leanseg: building the C stencil failed ({detail.strip()[:300]}); using plain PyTorch",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"leanseg: building the C stencil failed ({detail.strip()[:300]}); using plain PyTorch",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for suffix in ("f32", "f64"):

@@ -32,7 +32,7 @@ def _grid(t: torch.Tensor) -> _cext.Grid:
     if len(sp) == 2:
         sp = [1, *sp]
     ld = t.stride(-2)
-    expect = [ld * sp[2] * sp[1], ld * sp[2], ld][3 - (t.dim() - 2):]
+    expect = [ld * sp[2] * sp[1], ld * sp[2], ld][3 - (t.dim() - 2) :]
     if list(t.stride()[1:-1]) != expect:
         raise RuntimeError("voxels must be densely packed")
     return _cext.Grid(t.shape[0], sp[0], sp[1], sp[2], ld)
@@ -52,8 +52,21 @@ def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False):
     mul, div = (stride, 1) if not adjoint else (1, stride)
     fn = getattr(lib, f"stencil_gather_{_CTYPES[out.dtype]}")
     zeros = out.new_zeros(taps_t.shape[1])  # the source row of taps that fall outside the input
-    fn(out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), taps_t.data_ptr(), zeros.data_ptr(), axis, sign,
-       2 * d, taps_t.shape[1], mul, div, torch.get_num_threads())
+    fn(
+        out.data_ptr(),
+        _grid(out),
+        inp.data_ptr(),
+        _grid(inp),
+        taps_t.data_ptr(),
+        zeros.data_ptr(),
+        axis,
+        sign,
+        2 * d,
+        taps_t.shape[1],
+        mul,
+        div,
+        torch.get_num_threads(),
+    )
     return out
 
 
@@ -65,15 +78,31 @@ def stencil_grad(g, inp, stride: int):
     if lib is None:
         xp = torch.nn.functional.pad(inp, (0, 0) + (1, 1) * d)
         dims = tuple(range(d + 1))
-        return torch.stack([(g[..., :m] * shifted(xp, k // 2, -1 if k % 2 == 0 else 1, stride, g.shape[1:-1])).sum(dims)
-                            for k in range(2 * d)])
+        return torch.stack(
+            [
+                (g[..., :m] * shifted(xp, k // 2, -1 if k % 2 == 0 else 1, stride, g.shape[1:-1])).sum(dims)
+                for k in range(2 * d)
+            ]
+        )
     threads = torch.get_num_threads()
     partial = torch.zeros(threads, 2 * d, m, dtype=torch.float64)
     axis, sign = _taps(d, False)
     fn = getattr(lib, f"stencil_grad_{_CTYPES[g.dtype]}")
     zeros = g.new_zeros(m)
-    fn(partial.data_ptr(), g.data_ptr(), _grid(g), inp.data_ptr(), _grid(inp), zeros.data_ptr(), axis, sign, 2 * d, m,
-       stride, threads)
+    fn(
+        partial.data_ptr(),
+        g.data_ptr(),
+        _grid(g),
+        inp.data_ptr(),
+        _grid(inp),
+        zeros.data_ptr(),
+        axis,
+        sign,
+        2 * d,
+        m,
+        stride,
+        threads,
+    )
     return partial.sum(0).to(g.dtype)
 
 

@@ -28,7 +28,9 @@ def check_args(x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bia
     if d not in (2, 3) or stencil.shape != (min(c_in, c_out), 2 * d):
         raise ValueError(f"stencil must have shape ({min(c_in, c_out)}, 4 or 6), got {tuple(stencil.shape)}")
     if x.dim() != d + 2:
-        raise ValueError(f"input must have {d + 2} dims (N, C, {'D, ' if d == 3 else ''}H, W), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"input must have {d + 2} dims (N, C, {'D, ' if d == 3 else ''}H, W), got shape {tuple(x.shape)}"
+        )
     if x.shape[1] != c_in:
         raise ValueError(f"input has {x.shape[1]} channels, the layer expects in_channels={c_in}")
     if stride not in STRIDES:

@@ -55,8 +55,10 @@ class LeanConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2:
-            raise ValueError(f"input must have {self.spatial_dims + 2} dims for spatial_dims={self.spatial_dims}, "
-                             f"got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"input must have {self.spatial_dims + 2} dims for spatial_dims={self.spatial_dims}, "
+                f"got shape {tuple(x.shape)}"
+            )
         if x.shape[1] != self.in_channels:
             raise ValueError(f"input has {x.shape[1]} channels, expected in_channels={self.in_channels}")
         return lean_conv(x, self.weight, self.stencil, self.bias, self.stride)  # (N, C_out, *out)
@@ -68,11 +70,17 @@ class LeanConv(nn.Module):
     @staticmethod
     def num_weights(spatial_dims: int, in_channels: int, out_channels: int, bias: bool = False) -> int:
         """C_out C_in + 2d min(C_in, C_out) (+ C_out): the formula, for checks and tables."""
-        return out_channels * in_channels + 2 * spatial_dims * min(in_channels, out_channels) + (out_channels if bias else 0)
+        return (
+            out_channels * in_channels
+            + 2 * spatial_dims * min(in_channels, out_channels)
+            + (out_channels if bias else 0)
+        )
 
     def extra_repr(self) -> str:
-        return (f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, stride={self.stride}, "
-                f"bias={self.bias is not None}")
+        return (
+            f"spatial_dims={self.spatial_dims}, {self.in_channels}, {self.out_channels}, stride={self.stride}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 @dataclass
@@ -89,8 +97,10 @@ class LeanReport:
         return self.weights_before / max(self.weights_after, 1)
 
     def __str__(self) -> str:
-        lines = [f"lean(): replaced {len(self.replaced)} convolutions; weights {self.weights_before:,} -> "
-                 f"{self.weights_after:,} ({self.reduction:.1f}x fewer)"]
+        lines = [
+            f"lean(): replaced {len(self.replaced)} convolutions; weights {self.weights_before:,} -> "
+            f"{self.weights_after:,} ({self.reduction:.1f}x fewer)"
+        ]
         lines += [f"  kept {name}: {why}" for name, why in self.skipped]
         return "\n".join(lines)
 
@@ -128,7 +138,9 @@ def lean(model: nn.Module) -> LeanReport:
             report.skipped.append((name, why))
         if why is not None:
             continue
-        new = LeanConv(conv.weight.dim() - 2, conv.in_channels, conv.out_channels, conv.stride[0], conv.bias is not None)
+        new = LeanConv(
+            conv.weight.dim() - 2, conv.in_channels, conv.out_channels, conv.stride[0], conv.bias is not None
+        )
         new.to(device=conv.weight.device, dtype=conv.weight.dtype)
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, new)

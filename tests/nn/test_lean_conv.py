@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leanseg.nn import LeanConv, lean_conv_reference
-from leanseg.nn import _cpu
+from leanseg.nn import LeanConv, _cpu, lean_conv_reference
 
 SIZES = {2: (9, 7), 3: (7, 9, 5)}  # odd, unequal sizes: an off-by-one at any border or axis shows
 CHANNELS = [
@@ -98,7 +97,9 @@ def test_dense_weight_has_the_lean_sparsity(d):
         assert o == c
 
 
-@pytest.mark.parametrize("d,cin,cout,bias", [(2, 16, 16, False), (3, 16, 16, False), (3, 4, 32, True), (2, 48, 8, True)])
+@pytest.mark.parametrize(
+    "d,cin,cout,bias", [(2, 16, 16, False), (3, 16, 16, False), (3, 4, 32, True), (2, 48, 8, True)]
+)
 def test_weight_count_formula(d, cin, cout, bias):
     conv = LeanConv(d, cin, cout, bias=bias)
     n = sum(p.numel() for p in conv.parameters())
