@@ -14,6 +14,12 @@ _EXPORTS = {
     "LeanReport": "leanseg.nn",
     "lean_conv": "leanseg.nn.functional",
     "LeanSegError": "leanseg.errors",
+    "ConvNormAct": "leanseg.nn",
+    "ResidualBlock": "leanseg.nn",
+    "DownBlock": "leanseg.nn",
+    "UpBlock": "leanseg.nn",
+    "LeanUNet": "leanseg.models",
+    "LeanResNet": "leanseg.models",
 }
 
 

@@ -1,0 +1,120 @@
+"""LeanUNet: an nnU-Net-shaped encoder-decoder on lean convolutions, for 2D and 3D, with a dense twin."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from leanseg.errors import LeanSegError
+from leanseg.models._registry import register
+from leanseg.nn.blocks import UP_MODES, DownBlock, UpBlock
+from leanseg.nn.factories import check_conv_kind, check_dims, pointwise_conv
+
+
+@dataclass
+class UNetConfig:
+    """Everything that defines a LeanUNet; plain values only, so a checkpoint stores it as JSON."""
+
+    spatial_dims: int  # 2 or 3
+    in_channels: int  # e.g. 4 MRI modalities (BraTS), 1 seismic amplitude
+    out_channels: int  # classes (or regions) the head predicts
+    # nnU-Net's 3D widths: 5 levels take a 128^3 patch down to 8^3, and 320 caps the memory of the deep levels
+    features: tuple[int, ...] = (32, 64, 128, 256, 320)
+    # plain conv-conv levels by default: the residual encoder costs two more convs per level for a small gain
+    residual: bool = False
+    # instance norm: batches of 2 patches are too small for batch statistics (nnU-Net's finding)
+    norm: str = "instance"
+    act: str = "leakyrelu"  # nnU-Net's choice; avoids dead units with the small batches of 3D training
+    conv: str = "lean"  # "dense" builds the twin with ordinary 3x3(x3) convolutions
+    # a dense 3x3 where channels are few (4 in -> 32): the paper's advice; it costs 27 * 4 * 32 = 3,456 weights
+    first_conv: str = "dense"
+    deep_supervision: bool = False  # off: a plain model returns one tensor, which is what inference expects
+    # interpolation + conv is exactly twin-comparable; "transpose" is nnU-Net's 2x transposed conv (lean: 1x1 +
+    # per-channel taps)
+    up: str = "interp"
+
+    def __post_init__(self):
+        check_dims(self.spatial_dims)
+        check_conv_kind(self.conv)
+        check_conv_kind(self.first_conv)
+        self.features = tuple(self.features)  # JSON gives lists
+        if not self.features or any(not isinstance(f, int) or f < 1 for f in self.features):
+            raise LeanSegError(f"features must be positive integers, one per level, got {self.features!r}")
+        for name in ("in_channels", "out_channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise LeanSegError(f"{name} must be a positive integer, got {value!r}")
+        if self.up not in UP_MODES:
+            close = difflib.get_close_matches(str(self.up), UP_MODES, n=1)
+            raise LeanSegError(f"unknown up {self.up!r}; " + (f"did you mean {close[0]!r}?" if close
+                                                              else f"choose from {', '.join(UP_MODES)}"))
+
+
+_FIELDS = [f.name for f in dataclasses.fields(UNetConfig)]
+
+
+class LeanUNet(nn.Module):
+    """U-Net with lean 3x3(x3) convolutions: stride-2 convs go down, conv + interpolation (or a cheap transposed
+    conv) goes up, skips are concatenated. Odd sizes work (every decoder level returns its skip's exact size).
+
+    ``LeanUNet(3, 4, 3)`` is a BraTS-sized 3D model; ``conv="dense"`` its dense twin, with the same modules
+    apart from the convolutions. Options are the fields of :class:`UNetConfig`; ``model.config`` gives them back.
+
+    In training mode with ``deep_supervision=True`` forward returns a list of logits, full resolution first, then
+    one per coarser decoder level; otherwise one tensor (N, out_channels, *spatial).
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **options):
+        super().__init__()
+        unknown = sorted(set(options) - set(_FIELDS))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"options are {', '.join(_FIELDS[3:])}"
+            raise LeanSegError(f"LeanUNet got an unknown option {unknown[0]!r}; {hint}")
+        cfg = UNetConfig(spatial_dims, in_channels, out_channels, **options)
+        self.cfg = cfg
+        d, f = cfg.spatial_dims, cfg.features
+        common = {"conv": cfg.conv, "norm": cfg.norm, "act": cfg.act}
+        first = cfg.first_conv if cfg.conv == "lean" else "dense"
+        self.encoder = nn.ModuleList(
+            [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **common)]
+            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, **common) for i in range(1, len(f))]
+        )
+        # deepest first: level i takes f[i + 1] channels up to the grid and width of skip i
+        self.decoder = nn.ModuleList(
+            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **common) for i in reversed(range(len(f) - 1))]
+        )
+        self.head = pointwise_conv(d, f[0], cfg.out_channels)
+        heads = [pointwise_conv(d, f[i], cfg.out_channels) for i in range(1, len(f) - 1)]
+        self.aux_heads = nn.ModuleList(heads if cfg.deep_supervision else [])
+
+    @property
+    def config(self) -> dict:
+        """The constructor's keyword arguments as plain values: ``LeanUNet(**model.config)`` rebuilds the model."""
+        return dataclasses.asdict(self.cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips = []
+        for level in self.encoder:
+            x = level(x)  # (N, f[i], *ceil(spatial / 2^i))
+            skips.append(x)
+        x = skips.pop()  # (N, f[-1], *coarsest)
+        outs = []
+        for level, skip in zip(self.decoder, reversed(skips), strict=True):
+            x = level(x, skip)  # (N, f[i], *skip i)
+            outs.append(x)
+        logits = self.head(x)  # (N, out_channels, *spatial)
+        if not (self.training and self.aux_heads):
+            return logits
+        # outs[-2] is level 1 (half resolution), outs[0] the coarsest decoder level
+        return [logits] + [head(out) for head, out in zip(self.aux_heads, outs[-2::-1], strict=True)]
+
+
+@register
+def lean_unet(**kwargs) -> LeanUNet:
+    """LeanUNet(spatial_dims, in_channels, out_channels, ...); ``conv="dense"`` builds its dense twin."""
+    return LeanUNet(**kwargs)
