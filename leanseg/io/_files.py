@@ -1,0 +1,71 @@
+"""Safe outputs: every file is written to a temporary name in its target folder and renamed when complete.
+
+A crash or an error while writing leaves no partial file under the requested name; an input is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from leanseg.errors import LeanSegError
+
+# Suffixes that name a format; a temporary file keeps them so that nibabel & co. pick the same writer.
+_COMPOUND = (".nii.gz", ".tar.gz")
+
+
+def full_suffix(path: str | os.PathLike) -> str:
+    """'.nii.gz' for 'a.nii.gz', '.sgy' for 'b.sgy' (lower case)."""
+    name = Path(path).name.lower()
+    for suffix in _COMPOUND:
+        if name.endswith(suffix):
+            return suffix
+    return Path(name).suffix
+
+
+def stem(path: str | os.PathLike) -> str:
+    """The file name without its (compound) suffix."""
+    name = Path(path).name
+    return name[: len(name) - len(full_suffix(path))] if full_suffix(path) else name
+
+
+def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> Path:
+    """Refuse an output that is one of the inputs or that cannot be created; returns the output as a Path.
+
+    The probe creates and removes an empty file in the target folder, which also catches read-only file systems
+    where ``os.access`` answers yes (it does for root).
+    """
+    out = Path(output)
+    for item in inputs:
+        item = Path(item)
+        same = out.absolute() == item.absolute() or (out.exists() and item.exists() and os.path.samefile(out, item))
+        if same:
+            raise LeanSegError(f"{out}: output path is the input file; choose another output (-o)")
+    if out.is_dir():
+        raise LeanSegError(f"{out}: output path is a folder; give a file name (-o)")
+    probe = out.parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise LeanSegError(f"{out}: cannot write to the output folder {out.parent} ({err.strerror or err})") from None
+    return out
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    tmp = path.parent / f".{stem(path)}.partial-{uuid.uuid4().hex[:8]}{full_suffix(path)}"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise LeanSegError(f"{path}: cannot write ({err.strerror or err})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

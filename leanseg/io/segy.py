@@ -1,0 +1,205 @@
+"""Post-stack SEG-Y cubes via segyio, read lazily and written back with the input's headers.
+
+A cube is binned by the inline/crossline numbers in its trace headers (bytes 189/193), so inline- or
+crossline-sorted files, non-unit steps and irregular surveys with missing traces all become one
+``(inline, crossline, sample)`` grid with a mask of live traces. Nothing reads the whole cube: ``SegyReader.read``
+returns a slab of inlines and ``SegyWriter.write`` writes one, so a cube larger than RAM streams through.
+
+segyio's own geometry (``segyio.open`` without ``ignore_geometry``) lacks two things we need: it fails on
+surveys with missing traces, and ``segyio.tools.cube`` loads the whole file. Hence the header binning here.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import segyio
+
+from leanseg.errors import LeanSegError
+
+SEGY_SUFFIXES = (".sgy", ".segy")
+_FORMATS = {1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 15, 16}  # sample format codes of SEG-Y rev 0..2
+_TEXT, _BIN = 3200, 400
+
+
+def _endian(path: Path) -> str:
+    """'big' or 'little', from the sample format code in the binary header (bytes 3225-3226)."""
+    with open(path, "rb") as f:
+        f.seek(_TEXT + 24)
+        raw = f.read(2)
+    if len(raw) < 2:
+        raise LeanSegError(f"{path}: not a SEG-Y file (shorter than the 3600-byte text and binary headers)")
+    big, little = struct.unpack(">h", raw)[0], struct.unpack("<h", raw)[0]
+    if big in _FORMATS:
+        return "big"
+    if little in _FORMATS:
+        return "little"
+    raise LeanSegError(f"{path}: not a SEG-Y file (sample format code {big} in the binary header is unknown)")
+
+
+@dataclass
+class SegyGeometry:
+    """The grid of a binned cube and the file whose headers a result is written with."""
+
+    path: Path
+    endian: str
+    ilines: np.ndarray  # sorted inline numbers, (I,)
+    xlines: np.ndarray  # sorted crossline numbers, (X,)
+    samples: np.ndarray  # sample times/depths from segyio, (S,)
+    trace_index: np.ndarray = field(repr=False)  # (I, X) int64: trace number in the file, -1 where none
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.ilines), len(self.xlines), len(self.samples))
+
+    @property
+    def live(self) -> np.ndarray:
+        """(I, X) bool: where the file has a trace."""
+        return self.trace_index >= 0
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Inline step, crossline step, sample interval: used as voxel size when a cube is written as NIfTI."""
+        def step(v):
+            return float(np.min(np.diff(v))) if len(v) > 1 else 1.0
+        return step(self.ilines), step(self.xlines), step(self.samples)
+
+
+def _open(path: Path, endian: str):
+    try:
+        return segyio.open(str(path), "r", ignore_geometry=True, endian=endian)
+    except IndexError:  # segyio's answer to a file with headers and no traces
+        raise LeanSegError(f"{path}: SEG-Y file has no traces (only the text and binary headers)") from None
+    except (RuntimeError, ValueError, OSError) as err:
+        raise LeanSegError(f"{path}: not a readable SEG-Y file ({err})") from None
+
+
+class SegyReader:
+    """Lazy reader of a post-stack cube: ``read(i0, i1)`` gives inlines ``i0:i1`` as float32 ``(n, X, S)``.
+
+    Missing traces read as zeros; ``geometry.live`` says where they are. Use as a context manager.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise LeanSegError(f"{self.path}: no such file")
+        endian = _endian(self.path)
+        self.file = _open(self.path, endian)
+        try:
+            self.geometry = self._bin(endian)
+        except BaseException:
+            self.file.close()
+            raise
+
+    def _bin(self, endian: str) -> SegyGeometry:
+        f = self.file
+        if f.tracecount == 0:
+            raise LeanSegError(f"{self.path}: SEG-Y file has no traces")
+        il = np.asarray(f.attributes(segyio.TraceField.INLINE_3D)[:], dtype=np.int64)
+        xl = np.asarray(f.attributes(segyio.TraceField.CROSSLINE_3D)[:], dtype=np.int64)
+        ilines, il_pos = np.unique(il, return_inverse=True)
+        xlines, xl_pos = np.unique(xl, return_inverse=True)
+        index = np.full((len(ilines), len(xlines)), -1, dtype=np.int64)
+        index[il_pos, xl_pos] = np.arange(f.tracecount)
+        if int((index >= 0).sum()) != f.tracecount:
+            raise LeanSegError(f"{self.path}: {f.tracecount} traces on {int((index >= 0).sum())} inline/crossline "
+                               f"positions; only post-stack 3D cubes are supported (pre-stack gathers and 2D lines "
+                               f"repeat positions)")
+        return SegyGeometry(self.path, endian, ilines, xlines, np.asarray(f.samples, dtype=np.float64), index)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.geometry.shape
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Inlines ``start:stop`` as float32 ``(n, X, S)``; dead traces are zero."""
+        index = self.geometry.trace_index[start:stop]
+        out = np.zeros((*index.shape, self.shape[2]), dtype=np.float32)
+        live = index >= 0
+        traces = index[live]
+        if traces.size == 0:
+            return out
+        if np.array_equal(traces, np.arange(traces[0], traces[0] + traces.size)):
+            out[live] = self.file.trace.raw[int(traces[0]): int(traces[0]) + traces.size]  # one contiguous read
+        else:  # crossline-sorted or irregular: trace by trace
+            out[live] = np.stack([self.file.trace.raw[int(t)] for t in traces])
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> SegyReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SegyWriter:
+    """Writes a cube on ``geometry``'s grid as SEG-Y: the source's text, binary and trace headers, IEEE float
+    samples, same byte order and trace order. ``write(start, values)`` writes inlines ``start:start+len(values)``.
+
+    Write to a temporary path and rename when done (``leanseg.io._files.atomic_path``): an unfinished file has
+    traces missing.
+    """
+
+    def __init__(self, path: str | os.PathLike, geometry: SegyGeometry):
+        self.geometry = geometry
+        self.source = _open(geometry.path, geometry.endian)
+        spec = segyio.spec()
+        spec.samples = self.source.samples
+        spec.format = 5  # IEEE float: a prediction is float, whatever the input's format
+        spec.tracecount = self.source.tracecount
+        spec.ext_headers = self.source.ext_headers
+        spec.endian = geometry.endian
+        try:
+            self.file = segyio.create(str(path), spec)
+        except BaseException:
+            self.source.close()
+            raise
+        for i in range(1 + self.source.ext_headers):
+            self.file.text[i] = self.source.text[i]
+        self.file.bin = self.source.bin
+        self.file.bin.update(format=5)
+
+    def write(self, start: int, values: np.ndarray) -> None:
+        """Write ``values`` ``(n, X, S)`` as inlines ``start:start+n``; dead positions are skipped."""
+        index = self.geometry.trace_index[start: start + len(values)]
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        for pos in zip(*np.nonzero(index >= 0), strict=True):
+            t = int(index[pos])
+            self.file.header[t] = self.source.header[t]
+            self.file.trace[t] = values[pos]
+
+    def close(self) -> None:
+        self.file.close()
+        self.source.close()
+
+    def __enter__(self) -> SegyWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_segy(path: str | os.PathLike) -> tuple[np.ndarray, SegyGeometry]:
+    """The whole cube as float32 ``(1, I, X, S)`` and its geometry (for cubes that fit in memory)."""
+    with SegyReader(path) as reader:
+        return reader.read()[None], reader.geometry
+
+
+def write_segy(path: str | os.PathLike, array: np.ndarray, geometry: SegyGeometry) -> Path:
+    """Write ``(I, X, S)`` values on ``geometry``'s grid with the source's headers (atomic)."""
+    from leanseg.io._files import atomic_path
+
+    array = np.asarray(array)
+    if array.shape != geometry.shape:
+        raise ValueError(f"array shape {array.shape} does not match the cube's {geometry.shape}")
+    with atomic_path(path) as tmp, SegyWriter(tmp, geometry) as writer:
+        writer.write(0, array)
+    return Path(path)
