@@ -1,0 +1,5 @@
+"""Training: one loop for every task in pipelines/ (``train``), its run options (``TrainConfig``) and result."""
+
+from leanseg.training.loop import TrainConfig, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train"]

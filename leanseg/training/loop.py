@@ -1,0 +1,314 @@
+"""The train loop shared by every task: AdamW, cosine or poly schedule, AMP on GPU, gradient clipping, a progress
+bar, a metrics CSV (and TensorBoard when installed), atomic best/last checkpoints, exact --resume, and DDP under
+torchrun (only rank 0 logs and writes).
+
+Reproducibility: the data pipeline (sampler order, patch positions, flips, intensity jitter) is re-seeded at every
+epoch from (seed, epoch, rank), and the global RNGs are saved with the optimiser; a run killed after an epoch's
+checkpoint and resumed therefore takes exactly the steps an uninterrupted run takes.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from leanseg.errors import LeanSegError
+from leanseg.training import checkpoint as ckpt
+from leanseg.training.state import load_state, save_state
+
+
+@dataclass
+class TrainConfig:
+    """How to run (not what to learn: window, widths, epochs and lr are the task's defaults, overridable)."""
+
+    out: Path = Path("runs/leanseg")
+    seed: int = 0
+    device: str | None = None  # None: cuda:LOCAL_RANK when CUDA is there, else cpu; never picked silently otherwise
+    amp: bool = False  # bf16 (fp16 + loss scaling where bf16 is missing) autocast; GPU only, ignored on CPU
+    clip: float = 12.0  # max gradient norm: nnU-Net's value, keeps the first high-lr steps of Dice+BCE stable
+    resume: bool = False
+    val_every: int = 1  # epochs between validations (validation on whole cases is slower than a training epoch)
+    num_workers: int = 0  # loader processes; 0 keeps 2-core machines responsive and runs are reproducible
+    cache: bool | None = None  # keep preprocessed cases in memory; None: when there are at most 64 cases
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best: dict = field(default_factory=dict)  # validation metrics of the best epoch
+    last: dict = field(default_factory=dict)
+    step_losses: list = field(default_factory=list)  # every step this call took (for tests and curves)
+    seconds_per_epoch: float = float("nan")
+    model: nn.Module | None = None
+
+
+def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """A seeded shuffle, then at least one validation case when there are two or more cases."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    n_val = 0 if len(cases) < 2 else max(1, round(val_fraction * len(cases)))
+    return [cases[i] for i in order[n_val:]], [cases[i] for i in order[:n_val]]
+
+
+def make_schedule(optimizer, kind: str, total_steps: int):
+    """Per-step LR multiplier: cosine to zero, or nnU-Net's poly (1 - t/T)^0.9."""
+    if kind not in ("cosine", "poly"):
+        raise LeanSegError(f"unknown schedule {kind!r}; choose cosine or poly")
+    total = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        t = min(step, total) / total
+        return 0.5 * (1 + math.cos(math.pi * t)) if kind == "cosine" else (1 - t) ** 0.9
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def score_of(metrics: dict) -> float:
+    """The number 'best' is chosen by: mean Dice over classes, or accuracy."""
+    dice = [v for k, v in metrics.items() if k.startswith("dice_") and np.isfinite(v)]
+    if dice:
+        return float(np.mean(dice))
+    return float(metrics.get("accuracy", float("nan")))
+
+
+class _Dist:
+    """torchrun's environment: rank, world size, and whether this call started the process group."""
+
+    def __init__(self, device: torch.device):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.owner = False
+        if self.world > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend)
+            self.owner = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self):
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def close(self):
+        if self.owner:
+            torch.distributed.destroy_process_group()
+
+
+def _pick_device(name: str | None) -> torch.device:
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(task: str, *, data: str | Path | None = None, synthetic: int | None = None,
+          config: TrainConfig | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
+          **task_options) -> TrainResult:
+    """Train ``task`` (a name in pipelines.TASKS) on the cases under ``data`` or on ``synthetic`` generated ones.
+
+    ``task_options`` override fields of the task's Config (epochs, lr, batch_size, window, model, model_kwargs...).
+    ``on_epoch_end(epoch, row)`` runs on rank 0 after each epoch's checkpoint (tests use it to simulate a kill).
+    """
+    from monai.data import CacheDataset, DataLoader, Dataset
+
+    from pipelines import get_task
+
+    cfg = config or TrainConfig()
+    mod = get_task(task)
+    unknown = sorted(set(task_options) - {f.name for f in dataclasses.fields(mod.Config)})
+    if unknown:
+        raise LeanSegError(f"task {task!r} has no option {unknown[0]!r}")
+    tcfg = mod.Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in task_options.items()})
+    if (data is None) == (synthetic is None):
+        raise LeanSegError("give either a data folder or a number of synthetic cases, not both or neither")
+    if synthetic is not None and synthetic < 1:
+        raise LeanSegError(f"--synthetic needs a positive number of cases, got {synthetic}")
+    if synthetic is not None and hasattr(mod, "synthetic_window"):
+        tcfg = dataclasses.replace(tcfg, window=mod.synthetic_window(tcfg))
+
+    device = _pick_device(cfg.device)
+    dist = _Dist(device)
+    if device.type == "cpu" and dist.world > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
+    _seed_all(cfg.seed)
+    out = Path(cfg.out)
+    try:
+        cases = mod.discover(data) if data is not None else mod.synthetic(synthetic, cfg.seed, tcfg)
+        train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
+        if dist.main:
+            out.mkdir(parents=True, exist_ok=True)
+
+        train_tf, val_tf = mod.transforms(tcfg, train=True), mod.transforms(tcfg, train=False)
+        cache = cfg.cache if cfg.cache is not None else len(cases) <= 64
+        if cache:
+            train_ds = CacheDataset(train_cases, train_tf, num_workers=None, progress=False)
+            val_ds = CacheDataset(val_cases, val_tf, num_workers=None, progress=False)
+        else:
+            train_ds, val_ds = Dataset(train_cases, train_tf), Dataset(val_cases, val_tf)
+
+        model = mod.model(tcfg).to(device)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                  else None) if dist.world > 1 else model
+        optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        per_rank = math.ceil(len(train_ds) / dist.world)
+        steps_per_epoch = max(1, math.ceil(per_rank / tcfg.batch_size))
+        scheduler = make_schedule(optimizer, tcfg.schedule, tcfg.epochs * steps_per_epoch)
+        loss_fn = mod.loss(tcfg)
+        use_amp = cfg.amp and device.type == "cuda"
+        if cfg.amp and not use_amp and dist.main:
+            print("leanseg: --amp is for GPUs; training in float32 on the CPU")
+        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+        state_path, metrics_path = out / "train_state.safetensors", out / "metrics.csv"
+        start, best = 0, {"score": -math.inf, "metrics": {}}
+        if cfg.resume:
+            finished, extra = load_state(state_path, model, optimizer, scheduler)
+            start, best = finished + 1, extra.get("best", best)
+            if dist.main:
+                _truncate_csv(metrics_path, finished)
+        elif dist.main and metrics_path.exists():
+            metrics_path.unlink()
+        meta = mod.checkpoint_meta(tcfg) | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}"}
+        writer = _tensorboard(out) if dist.main else None
+
+        result = TrainResult(out=out, model=model)
+        seconds = []
+        for epoch in range(start, tcfg.epochs):
+            t0 = time.perf_counter()
+            rows = _train_epoch(net, train_ds, optimizer, scheduler, scaler, loss_fn, mod, tcfg, cfg, dist, device,
+                                epoch, use_amp, amp_dtype, result.step_losses, DataLoader)
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]} | rows
+            seconds.append(time.perf_counter() - t0)
+            row["seconds"] = round(seconds[-1], 3)
+            validate = len(val_ds) and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == tcfg.epochs)
+            if validate and dist.main:
+                model.eval()
+                val_loader = DataLoader(val_ds, batch_size=getattr(tcfg, "val_batch_size", 1), shuffle=False)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    row |= {f"val_{k}": v for k, v in mod.evaluate(model, val_loader, tcfg, device).items()}
+                model.train()
+            dist.barrier()
+            if dist.main:
+                score = score_of({k[4:]: v for k, v in row.items() if k.startswith("val_")})
+                if validate and score > best["score"]:
+                    best = {"score": score, "epoch": epoch,
+                            "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
+                    ckpt.save(model, out / "best.safetensors", tcfg, meta | {"epoch": epoch, "metrics": best})
+                ckpt.save(model, out / "last.safetensors", tcfg, meta | {"epoch": epoch})
+                save_state(state_path, model, optimizer, scheduler, epoch, {"best": best})
+                _append_csv(metrics_path, row)
+                if writer is not None:
+                    for k, v in row.items():
+                        if k != "epoch":
+                            writer.add_scalar(k, v, epoch)
+                result.last = row
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, row)
+            dist.barrier()
+        result.best = best.get("metrics", {})
+        result.seconds_per_epoch = float(np.median(seconds)) if seconds else float("nan")
+        if writer is not None:
+            writer.close()
+        return result
+    finally:
+        dist.close()
+
+
+def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, mod, tcfg, cfg, dist, device, epoch,
+                 use_amp, amp_dtype, step_losses, DataLoader) -> dict:
+    from tqdm.auto import tqdm
+
+    # the data pipeline's randomness is a function of (seed, epoch, rank) only: resuming needs no loader state
+    data_seed = (cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank) % 2**31
+    if hasattr(dataset, "transform") and hasattr(dataset.transform, "set_random_state"):
+        dataset.transform.set_random_state(seed=data_seed)
+    gen = torch.Generator().manual_seed(data_seed)
+    if dist.world > 1:
+        sampler = torch.utils.data.DistributedSampler(dataset, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = torch.utils.data.RandomSampler(dataset, generator=gen)
+    loader = DataLoader(dataset, batch_size=tcfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        generator=gen, drop_last=False)
+    net.train()
+    losses, scores = [], {}
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=not (cfg.progress and dist.main),
+               leave=False, dynamic_ncols=True)
+    for batch in bar:
+        image, target = batch["image"].to(device), batch["label"].to(device)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            logits = net(image)
+            if isinstance(logits, list | tuple):  # deep supervision: train on the full-resolution head here
+                logits = logits[0]
+            loss = loss_fn(logits.float(), target)
+        if not torch.isfinite(loss):
+            raise LeanSegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); try a smaller --lr")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(net.parameters(), cfg.clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(loss.item())
+        step_losses.append(losses[-1])
+        for k, v in mod.batch_score(logits.detach().float(), target, tcfg).items():
+            scores.setdefault(k, []).append(v)
+        bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{k: f"{np.mean(v):.3f}" for k, v in scores.items()})
+    return {"train_loss": float(np.mean(losses))} | {f"train_{k}": float(np.mean(v)) for k, v in scores.items()}
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    rows = []
+    if path.exists():
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    rows.append({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    fields = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fields)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _truncate_csv(path: Path, last_epoch: int) -> None:
+    """Drop rows a killed run wrote after its last saved state, so a resumed run does not repeat them."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) <= last_epoch]
+    path.unlink()
+    for r in rows:
+        _append_csv(path, r)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; the CSV always exists
+        return None
+    return SummaryWriter(str(out / "tensorboard"))

@@ -1,0 +1,214 @@
+"""BraTS: brain-tumour MRI, four modalities in, three overlapping regions out (WT, TC, ET; sigmoid outputs).
+
+Folders it recognises (see data_cards/): BraTS 2020/2021 (``BraTS2021_XXXXX/BraTS2021_XXXXX_{t1,t1ce,t2,flair,seg}
+.nii.gz``; labels 1 NCR, 2 ED, 4 ET), BraTS 2023 GLI (``BraTS-GLI-XXXXX-XXX-{t1n,t1c,t2w,t2f,seg}.nii.gz``; ET is 3)
+and MSD Task01_BrainTumour (4D ``imagesTr`` + ``labelsTr`` + ``dataset.json``; 1 edema, 2 non-enhancing, 3 enhancing).
+Each case keeps its own convention; every convention maps to the same regions, so one model serves all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leanseg.errors import LeanSegError
+from pipelines._common import (
+    DiceBCELoss,
+    TaskConfig,
+    batch_score,  # noqa: F401  (part of the task's interface)
+    build_model,
+    check_labels,
+    evaluate_cases as evaluate,  # noqa: F401  (part of the task's interface)
+    missing_error,
+    read_nifti,
+)
+
+CHANNELS = ("t1", "t1ce", "t2", "flair")
+REGIONS = ("WT", "TC", "ET")
+
+
+@dataclass(frozen=True)
+class Convention:
+    modalities: tuple[str, ...]  # file suffixes in CHANNELS order
+    labels: frozenset[int]
+    regions: dict  # region -> label values it is made of
+
+    def to_regions(self, label: np.ndarray) -> np.ndarray:
+        """(D, H, W) labels -> (3, D, H, W) uint8 WT/TC/ET masks. MONAI's ConvertToMultiChannelBasedOnBratsClasses
+        knows only the 2021 numbering (and orders TC, WT, ET), so the lookup is done here for every convention."""
+        return np.stack([np.isin(label, self.regions[r]) for r in REGIONS]).astype(np.uint8)
+
+
+CONVENTIONS = {
+    "brats2021": Convention(CHANNELS, frozenset({0, 1, 2, 4}), {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}),
+    "brats2023": Convention(("t1n", "t1c", "t2w", "t2f"), frozenset({0, 1, 2, 3}),
+                            {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}),
+    "msd": Convention(("T1w", "t1gd", "T2w", "FLAIR"), frozenset({0, 1, 2, 3}),
+                      {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}),
+}
+_FILE = re.compile(r"^(?P<case>.+)[_-](?P<mod>t1|t1ce|t2|flair|t1n|t1c|t2w|t2f|seg)\.nii(\.gz)?$")
+_LAYOUTS = ("BraTS2021_*/*_{t1,t1ce,t2,flair,seg}.nii.gz, BraTS-GLI-*/*-{t1n,t1c,t2w,t2f,seg}.nii.gz "
+            "or an MSD Task01 folder (dataset.json, imagesTr/, labelsTr/)")
+
+
+@dataclass
+class Config(TaskConfig):
+    channels: tuple[str, ...] = CHANNELS
+    classes: tuple[str, ...] = REGIONS
+    sigmoid: bool = True  # the regions nest (ET in TC in WT): one sigmoid each, as the BraTS winners do
+    window: tuple[int, ...] = (128, 128, 128)  # the usual BraTS patch: covers most tumours whole
+    batch_size: int = 2  # 2 x 4 x 128^3 fits 8 GB with AMP on the widths below
+    samples_per_case: int = 2
+    epochs: int = 300
+    lr: float = 2e-3  # AdamW; lean layers have few weights per channel and tolerate a larger step than 1e-4
+    model_kwargs: dict = field(default_factory=lambda: {"features": (32, 64, 128, 256, 320)})  # nnU-Net widths
+
+
+def discover(root: str | Path) -> list[dict]:
+    """Cases under ``root``: dicts with id, image (paths), label (path) and convention. Errors list what is missing."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LeanSegError(f"{root}: not a folder")
+    if (root / "dataset.json").exists() or (root / "imagesTr").is_dir():
+        return _discover_msd(root)
+    groups: dict[tuple[Path, str], dict[str, Path]] = {}
+    for path in sorted(root.rglob("*.nii*")):
+        m = _FILE.match(path.name)
+        if m and not path.name.startswith("._"):
+            groups.setdefault((path.parent, m["case"]), {})[m["mod"]] = path
+    if not groups:
+        raise LeanSegError(f"{root}: no BraTS cases found; expected {_LAYOUTS}")
+    cases, missing = [], []
+    for (folder, case), files in groups.items():
+        convention = "brats2023" if {"t1n", "t1c", "t2w", "t2f"} & set(files) else "brats2021"
+        sep = "-" if convention == "brats2023" else "_"
+        wanted = (*CONVENTIONS[convention].modalities, "seg")
+        absent = [w for w in wanted if w not in files]
+        missing += [str((folder / f"{case}{sep}{w}.nii.gz").relative_to(root)) for w in absent]
+        if not absent:
+            cases.append({"id": case, "image": [str(files[w]) for w in wanted[:-1]], "label": str(files["seg"]),
+                          "convention": convention})
+    if missing:
+        raise missing_error("files", root, missing)
+    return cases
+
+
+def _discover_msd(root: Path) -> list[dict]:
+    order = [0, 1, 2, 3]  # the MSD default: FLAIR, T1w, t1gd, T2w -> reordered to CHANNELS below
+    meta = root / "dataset.json"
+    if meta.exists():
+        modality = json.loads(meta.read_text()).get("modality", {})
+        names = {v.lower(): int(k) for k, v in modality.items()}
+        try:
+            order = [names[m.lower()] for m in CONVENTIONS["msd"].modalities]
+        except KeyError as err:
+            raise LeanSegError(f"{meta}: modality {err} missing from {sorted(names)}") from None
+    else:
+        order = [1, 2, 3, 0]
+    # MSD tarballs carry macOS '._' resource files next to every image: skip them
+    images = sorted(p for p in (root / "imagesTr").glob("*.nii*") if not p.name.startswith("._"))
+    if not images:
+        raise LeanSegError(f"{root}: no images in imagesTr/; expected {_LAYOUTS}")
+    missing = [f"labelsTr/{p.name}" for p in images if not (root / "labelsTr" / p.name).exists()]
+    if missing:
+        raise missing_error("files", root, missing)
+    return [{"id": p.name.split(".")[0], "image": [str(p)], "label": str(root / "labelsTr" / p.name),
+             "convention": "msd", "order": order} for p in images]
+
+
+def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
+    """``n`` phantom cases (leanseg.synthetic.brats_phantom) in BraTS 2021 labels, case i seeded by (seed, i)."""
+    from leanseg.synthetic import brats_phantom
+
+    cases = []
+    for i in range(n):
+        image, label = brats_phantom(np.random.default_rng([seed, i]), cfg.synthetic_size)
+        cases.append({"id": f"phantom_{i:03d}", "image": image, "label": label, "convention": "brats2021"})
+    return cases
+
+
+class LoadCase:
+    """A case dict -> {"image": (4, D, H, W) float32 in CHANNELS order, "label": (3, D, H, W) WT/TC/ET masks}."""
+
+    def __call__(self, case: dict) -> dict:
+        conv = CONVENTIONS[case["convention"]]
+        image, label = case["image"], case["label"]
+        if not isinstance(image, np.ndarray):  # files
+            if case["convention"] == "msd":
+                image = np.moveaxis(read_nifti(Path(image[0])), -1, 0)[case["order"]]
+            else:
+                image = np.stack(_same_shape([read_nifti(Path(p)) for p in image], image))
+            label = check_labels(read_nifti(Path(label)), set(conv.labels), case["label"])
+            if label.shape != image.shape[1:]:
+                raise LeanSegError(f"{case['label']}: shape {label.shape} differs from the images' {image.shape[1:]}")
+        else:
+            label = check_labels(label, set(conv.labels), case["id"])
+        return {"id": case["id"], "image": image.astype(np.float32), "label": conv.to_regions(label)}
+
+
+def _same_shape(arrays: list[np.ndarray], paths: list[str]) -> list[np.ndarray]:
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        listing = ", ".join(f"{Path(p).name} {a.shape}" for p, a in zip(paths, arrays, strict=True))
+        raise LeanSegError(f"modalities of one case differ in shape: {listing}")
+    return arrays
+
+
+def _nonzero(x):
+    return x != 0  # BraTS is skull-stripped: the brain is wherever some modality is non-zero
+
+
+def transforms(cfg: Config, train: bool):
+    """Load, crop to the brain, z-score inside it per channel; for training, foreground-oversampled patches,
+    flips on every axis and intensity scale/shift."""
+    from monai import transforms as T
+
+    keys = ["image", "label"]
+    steps = [
+        LoadCase(),
+        T.CropForegroundd(keys, source_key="image", select_fn=_nonzero, allow_smaller=True),
+        T.NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+    ]
+    if train:
+        steps += [
+            T.SpatialPadd(keys, spatial_size=cfg.window),
+            # 2 of 3 patches centred on tumour: it fills ~1% of a BraTS brain and would rarely be seen otherwise
+            T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=cfg.window, pos=2, neg=1,
+                                     num_samples=cfg.samples_per_case),
+            *[T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(3)],
+            T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        ]
+    steps.append(T.EnsureTyped(keys, track_meta=False))
+    return T.Compose(steps)
+
+
+def loss(cfg: Config):
+    return DiceBCELoss()
+
+
+def model(cfg: Config, name: str | None = None, **overrides):
+    return build_model(cfg, name, **overrides)
+
+
+def checkpoint_meta(cfg: Config) -> dict:
+    """What `leanseg predict` needs to prepare a case and turn the region outputs back into BraTS 2021 labels."""
+    return {
+        "task": "brats",
+        "channels": list(CHANNELS),
+        "regions": {r: list(CONVENTIONS["brats2021"].regions[r]) for r in REGIONS},
+        # nested regions back to labels: ET -> 4, TC without ET -> 1, WT without TC -> 2
+        "region_labels": {"WT": 2, "TC": 1, "ET": 4},
+        "normalisation": "zscore_nonzero_per_channel",
+        "window": list(cfg.window),
+        "spatial_dims": 3,
+    }
+
+
+def synthetic_window(cfg: Config) -> tuple[int, ...]:
+    """Phantoms are small: a window no larger than the volume, rounded to a multiple of 16 for the 4 levels."""
+    return tuple(min(w, max(16, cfg.synthetic_size // 16 * 16)) for w in cfg.window)
