@@ -55,7 +55,10 @@ class TrainResult:
 
 
 def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded shuffle, then at least one validation case when there are two or more cases."""
+    """The data's own split when every case names one (CIFAR's test batch); else a seeded shuffle, then at least
+    one validation case when there are two or more cases."""
+    if cases and all("split" in c for c in cases):
+        return [c for c in cases if c["split"] == "train"], [c for c in cases if c["split"] != "train"]
     order = np.random.default_rng(seed).permutation(len(cases))
     n_val = 0 if len(cases) < 2 else max(1, round(val_fraction * len(cases)))
     return [cases[i] for i in order[n_val:]], [cases[i] for i in order[:n_val]]
@@ -155,6 +158,8 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
     out = Path(cfg.out)
     try:
         cases = mod.discover(data) if data is not None else mod.synthetic(synthetic, cfg.seed, tcfg)
+        if hasattr(mod, "configure"):  # classes that only the data can tell (seg2d mask values, CIFAR-100)
+            tcfg = mod.configure(tcfg, cases)
         train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
         if dist.main:
             out.mkdir(parents=True, exist_ok=True)
@@ -215,8 +220,8 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
                 if validate and score > best["score"]:
                     best = {"score": score, "epoch": epoch,
                             "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
-                    ckpt.save(model, out / "best.safetensors", tcfg, meta | {"epoch": epoch, "metrics": best})
-                ckpt.save(model, out / "last.safetensors", tcfg, meta | {"epoch": epoch})
+                    ckpt.save(model, out / "best.safetensors", meta | {"epoch": epoch, "metrics": best})
+                ckpt.save(model, out / "last.safetensors", meta | {"epoch": epoch})
                 save_state(state_path, model, optimizer, scheduler, epoch, {"best": best})
                 _append_csv(metrics_path, row)
                 if writer is not None:

@@ -1,0 +1,105 @@
+"""``leanseg demo``: synthetic BraTS-like cases -> a small LeanUNet trained on the CPU -> a held-out prediction
+written as NIfTI with a preview PNG and a Dice table. Every step is the public API a user would call."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from leanseg.synthetic import BRATS_MODALITIES, brats_phantom
+
+
+@dataclass
+class DemoConfig:
+    cases: int = 20  # training + validation phantoms; more cases beat more epochs for generalisation
+    heldout: int = 4  # never seen in training, scored at the end
+    size: int = 64  # 64^3 phantoms: a 2x4x48^3 step of the small net takes ~1 s on 2 cores
+    window: int = 48  # smaller than the volume so patches still vary in position
+    features: tuple[int, ...] = (8, 16, 32, 64)  # ~19k lean weights: enough for a 4-contrast phantom
+    epochs: int = 30  # measured: ~4-6 min on 2 cores, mean held-out Dice above 0.8
+    lr: float = 5e-3  # small lean net, short cosine run: a high peak rate pays off
+    seed: int = 0
+
+
+def _labels_from_regions(prob: np.ndarray) -> np.ndarray:
+    """(3, ...) WT/TC/ET probabilities -> BraTS 2021 labels (ET 4 inside TC 1 inside WT 2)."""
+    wt, tc, et = prob > 0.5
+    label = np.zeros(wt.shape, np.uint8)
+    label[wt] = 2
+    label[wt & tc] = 1
+    label[wt & tc & et] = 4
+    return label
+
+
+def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    total = pred.sum() + ref.sum()
+    return 1.0 if total == 0 else float(2 * (pred & ref).sum() / total)
+
+
+def _preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
+    """Axial, coronal and sagittal flair slices through the tumour, prediction overlaid (ET red, NCR yellow,
+    ED green), side by side."""
+    from skimage.io import imsave
+
+    centre = np.argwhere(label > 0).mean(0).round().astype(int) if (label > 0).any() else np.array(label.shape) // 2
+    flair = image[3]
+    lo, hi = np.percentile(flair[flair != 0], [1, 99]) if (flair != 0).any() else (0, 1)
+    colours = {2: (0, 200, 0), 1: (230, 230, 0), 4: (230, 0, 0)}
+    tiles = []
+    for axis in range(3):
+        gray = np.clip((np.take(flair, centre[axis], axis) - lo) / (hi - lo + 1e-6), 0, 1)
+        rgb = np.repeat((gray * 255)[..., None], 3, -1)
+        lab = np.take(label, centre[axis], axis)
+        for value, colour in colours.items():
+            rgb[lab == value] = 0.5 * rgb[lab == value] + 0.5 * np.array(colour)
+        tiles.append(np.rot90(rgb).astype(np.uint8))
+    imsave(str(path), np.concatenate(tiles, 1), check_contrast=False)
+
+
+def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None, progress: bool = True) -> dict:
+    """Train, predict the held-out phantoms, write NIfTI + PNG for the first one; returns Dice per region."""
+    import nibabel as nib
+    import torch
+
+    from leanseg.checkpoint import load_model
+    from leanseg.inference import sliding_window_predict
+    from leanseg.training import TrainConfig, train
+
+    cfg = config or DemoConfig()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = train("brats", synthetic=cfg.cases, config=TrainConfig(out=out / "run", seed=cfg.seed, progress=progress,
+                                                                    val_every=5),
+                   epochs=cfg.epochs, lr=cfg.lr, window=(cfg.window,) * 3, synthetic_size=cfg.size, batch_size=2,
+                   model_kwargs={"features": tuple(cfg.features)}, hd95=False)
+    train_s = time.perf_counter() - t0
+
+    model, meta = load_model(out / "run" / "best.safetensors")
+    rows = []
+    for i in range(cfg.heldout):
+        # seeds far from the training cases' (seed, 0..cases-1)
+        image, truth = brats_phantom(np.random.default_rng([cfg.seed, 1_000_000 + i]), cfg.size)
+        x = torch.from_numpy(image)
+        brain = (x != 0).any(0)
+        for c in range(4):  # z-score inside the brain, as training did
+            v = x[c][brain]
+            x[c][brain] = (v - v.mean()) / (v.std() + 1e-8)
+        prob = sliding_window_predict(model, x[None], meta["window"], activation="sigmoid")[0].numpy()
+        pred = _labels_from_regions(prob) * brain.numpy()
+        regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
+        rows.append({r: _dice(np.isin(pred, v), np.isin(truth, v)) for r, v in regions.items()})
+        if i == 0:
+            affine = np.eye(4)
+            for name, channel in zip(BRATS_MODALITIES, image, strict=True):
+                nib.save(nib.Nifti1Image(channel, affine), out / f"heldout_000_{name}.nii.gz")
+            nib.save(nib.Nifti1Image(truth, affine), out / "heldout_000_seg.nii.gz")
+            nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), out / "heldout_000_pred.nii.gz")
+            _preview(image, pred, out / "heldout_000_preview.png")
+    mean = {r: float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}
+    return {"per_case": rows, "mean": mean, "mean_dice": float(np.mean(list(mean.values()))),
+            "train_seconds": train_s, "total_seconds": time.perf_counter() - t0,
+            "seconds_per_epoch": result.seconds_per_epoch, "out": str(out)}

@@ -1,0 +1,157 @@
+"""seg2d: 2D segmentation from a folder of images and masks with matching names, on the 2D lean path.
+
+Layouts: ``images/`` + ``masks/``, or ``image/`` + ``label/`` (the ISBI 2012 EM copy in data/images2d). Every
+distinct mask value is a class, in increasing order: ISBI's 0 (membrane) and 255 (cell interior) become classes
+0 and 1, and the checkpoint's ``labels`` map them back. Colour images are turned to grey.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from leanseg.errors import LeanSegError
+from pipelines._common import (
+    TaskConfig,
+    batch_score,  # noqa: F401  (part of the task's interface)
+    build_model,
+    missing_error,
+    softmax_dice_ce,
+)
+from pipelines._common import evaluate_cases as evaluate  # noqa: F401  (part of the task's interface)
+
+_PAIRS = (("images", "masks"), ("image", "label"), ("images", "labels"), ("imgs", "masks"))
+_EXT = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass
+class Config(TaskConfig):
+    spatial_dims: int = 2
+    channels: tuple[str, ...] = ("intensity",)
+    classes: tuple[str, ...] = ("background", "disc", "rectangle")  # the synthetic shapes; a folder sets its own
+    label_values: tuple[int, ...] = (0, 1, 2)  # mask value of each class
+    sigmoid: bool = False  # classes exclude each other: one softmax
+    window: tuple[int, ...] = (256, 256)  # half an ISBI slice: membranes need context of a few cells
+    batch_size: int = 4
+    samples_per_case: int = 4
+    epochs: int = 100
+    model_kwargs: dict = field(default_factory=lambda: {"features": (16, 32, 64, 128, 256)})
+    synthetic_size: int = 96
+
+
+def discover(root: str | Path) -> list[dict]:
+    root = Path(root)
+    if not root.is_dir():
+        raise LeanSegError(f"{root}: not a folder")
+    for img_dir, mask_dir in _PAIRS:
+        if (root / img_dir).is_dir() and (root / mask_dir).is_dir():
+            break
+    else:
+        raise LeanSegError(f"{root}: expected subfolders images/ and masks/ (or image/ and label/)")
+    images = {p.stem: p for p in sorted((root / img_dir).iterdir()) if p.suffix.lower() in _EXT}
+    masks = {p.stem: p for p in sorted((root / mask_dir).iterdir()) if p.suffix.lower() in _EXT}
+    if not images:
+        raise LeanSegError(f"{root / img_dir}: no images ({', '.join(_EXT)})")
+    missing = [f"{mask_dir}/{name}.*" for name in images if name not in masks]
+    if missing:
+        raise missing_error("masks", root, missing)
+    return [{"id": name, "image": str(p), "label": str(masks[name])} for name, p in images.items()]
+
+
+def _read(path: str, gray: bool) -> np.ndarray:
+    from skimage import io
+    from skimage.color import rgb2gray, rgba2rgb
+
+    try:
+        a = io.imread(path)
+    except Exception as err:
+        raise LeanSegError(f"{path}: cannot read as an image ({err})") from err
+    if a.ndim == 3 and gray:
+        a = rgb2gray(rgba2rgb(a) if a.shape[-1] == 4 else a[..., :3])
+    return a
+
+
+def configure(cfg: Config, cases: list[dict]) -> Config:
+    """Classes from the mask values found in a folder (synthetic cases keep the defaults)."""
+    if not cases or isinstance(cases[0]["label"], np.ndarray):
+        return cfg
+    values = sorted(set().union(*(np.unique(_read(c["label"], gray=True)).tolist() for c in cases)))
+    if len(values) < 2:
+        raise LeanSegError(f"masks hold a single value {values}: nothing to segment")
+    if len(values) > 32:
+        raise LeanSegError(f"masks hold {len(values)} distinct values; expected a few class labels (are they "
+                           "JPEG-compressed or anti-aliased?)")
+    return dataclasses.replace(cfg, label_values=tuple(int(v) for v in values),
+                               classes=tuple(f"label_{int(v)}" for v in values))
+
+
+def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
+    from leanseg.synthetic import shapes2d
+
+    cases = []
+    for i in range(n):
+        image, label = shapes2d(np.random.default_rng([seed, i]), cfg.synthetic_size)
+        cases.append({"id": f"shapes_{i:03d}", "image": image, "label": label})
+    return cases
+
+
+def synthetic_window(cfg: Config) -> tuple[int, ...]:
+    return tuple(min(w, max(16, cfg.synthetic_size // 16 * 16)) for w in cfg.window)
+
+
+class LoadCase:
+    def __init__(self, label_values: tuple[int, ...]):
+        self.lookup = {v: i for i, v in enumerate(label_values)}
+
+    def __call__(self, case: dict) -> dict:
+        image, label = case["image"], case["label"]
+        if not isinstance(image, np.ndarray):
+            image = _read(image, gray=True)[None]
+            label = _read(label, gray=True)
+        if label.shape != image.shape[1:]:
+            raise LeanSegError(f"{case['label']}: mask shape {label.shape} differs from the image's {image.shape[1:]}")
+        values = set(np.unique(label).tolist())
+        if values - set(self.lookup):
+            raise LeanSegError(f"{case['label'] if isinstance(case['label'], str) else case['id']}: mask values "
+                               f"{sorted(values - set(self.lookup))} are not among {sorted(self.lookup)}")
+        index = np.zeros(label.shape, np.int64)
+        for value, cls in self.lookup.items():
+            index[label == value] = cls
+        return {"id": case["id"], "image": image.astype(np.float32), "label": index[None]}
+
+
+def transforms(cfg: Config, train: bool):
+    from monai import transforms as T
+
+    keys = ["image", "label"]
+    steps = [LoadCase(cfg.label_values), T.NormalizeIntensityd("image")]
+    if train:
+        steps += [
+            T.SpatialPadd(keys, spatial_size=cfg.window),
+            T.RandSpatialCropSamplesd(keys, roi_size=cfg.window, num_samples=cfg.samples_per_case,
+                                      random_size=False),
+            T.RandFlipd(keys, prob=0.5, spatial_axis=0),
+            T.RandFlipd(keys, prob=0.5, spatial_axis=1),
+            T.RandRotate90d(keys, prob=0.5),
+            T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+            T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+        ]
+    steps.append(T.EnsureTyped(keys, track_meta=False))
+    return T.Compose(steps)
+
+
+def loss(cfg: Config):
+    return softmax_dice_ce()
+
+
+def model(cfg: Config, name: str | None = None, **overrides):
+    return build_model(cfg, name, **overrides)
+
+
+def checkpoint_meta(cfg: Config) -> dict:
+    return {"task": "seg2d", "channels": list(cfg.channels),
+            "labels": dict(zip(cfg.classes, cfg.label_values, strict=True)),
+            "normalization": {"kind": "zscore"}, "window": list(cfg.window)}
