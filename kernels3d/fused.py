@@ -275,15 +275,19 @@ def _param_grad_kernel(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+# (BLOCK_P, BLOCK_O, BLOCK_K, num_warps): a short list, because each config costs a compile of seconds to a
+# minute. BLOCK_O up to 128 lets one program cover all of a layer's C_out, so x is read from DRAM once; the
+# tl.dot depth BLOCK_K stays at 64 or less since C_in is looped over; num_stages 2, as that loop is short.
+TILES = [(64, 16, 16, 4), (128, 32, 32, 4), (256, 32, 32, 8), (128, 64, 32, 4), (64, 64, 64, 4),
+         (256, 64, 32, 8), (128, 128, 32, 8), (64, 128, 64, 4)]
+
+
 def tile_configs():
     """Tiles to autotune over; one fixed tile under the interpreter, where benchmarking would only cost time."""
     if INTERPRET:
         return [triton.Config({"BLOCK_P": 64, "BLOCK_O": 16, "BLOCK_K": 16}, num_warps=4)]
-    return [
-        triton.Config({"BLOCK_P": bp, "BLOCK_O": bo, "BLOCK_K": bk}, num_warps=4 if bp * bo <= 8192 else 8,
-                      num_stages=st)
-        for bp in (64, 128, 256) for bo in (16, 32, 64, 128) for bk in (16, 32, 64) for st in (2, 3)
-    ]
+    return [triton.Config({"BLOCK_P": bp, "BLOCK_O": bo, "BLOCK_K": bk}, num_warps=nw, num_stages=2)
+            for bp, bo, bk, nw in TILES]
 
 
 def _channel_prune(tile_channels: str, dot_channels: str):

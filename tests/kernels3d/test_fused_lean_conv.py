@@ -148,3 +148,16 @@ def test_gpu_int64_offsets():
     torch.testing.assert_close(y[:, :, -2:].double(), y_ref[:, :, 1:], rtol=2e-2, atol=5e-2)
     torch.testing.assert_close(dx[:, :, -2:].double(), dx_ref[:, :, 1:], rtol=2e-2, atol=5e-2)
     torch.testing.assert_close(db.double(), g.sum((0, 2, 3, 4), dtype=torch.float64), rtol=2e-2, atol=1.0)
+
+
+def test_autotune_pruning():
+    """Tiles wider than the channels (beyond tl.dot's 16) are dropped; something always survives."""
+    from kernels3d.fused import TILES, _channel_prune
+
+    configs = [triton.Config({"BLOCK_P": bp, "BLOCK_O": bo, "BLOCK_K": bk}) for bp, bo, bk, _ in TILES]
+    prune = _channel_prune("C_OUT", "C_IN")
+    kept = prune(configs, {"C_IN": 4, "C_OUT": 4})
+    assert [c.kwargs["BLOCK_O"] for c in kept] == [16] and [c.kwargs["BLOCK_K"] for c in kept] == [16]
+    kept = prune(configs, {"C_IN": 128, "C_OUT": 32})
+    assert {c.kwargs["BLOCK_O"] for c in kept} == {16, 32}
+    assert len(prune(configs, {"C_IN": 128, "C_OUT": 128})) == len(TILES)
