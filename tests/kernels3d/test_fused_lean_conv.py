@@ -116,12 +116,31 @@ def test_import_without_triton():
 # ---- GPU, real sizes ----
 
 
+GPU_CASES = [
+    # (N, spatial, C_in, C_out)
+    (2, (64, 64, 64), 32, 32),  # 3D, a square layer
+    (2, (96, 96, 96), 4, 32),  # 3D stem: 4 MRI modalities in
+    (2, (512, 512), 64, 64),  # 2D, the depth-1 case at image size
+]
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_gpu_real_size(dtype, stride):
-    _compare(2, (64, 64, 64), 32, 32, stride, dtype)
+@pytest.mark.parametrize("n, spatial, c_in, c_out", GPU_CASES)
+def test_gpu_real_size(n, spatial, c_in, c_out, stride, dtype):
+    _compare(n, spatial, c_in, c_out, stride, dtype)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_dispatch():
+    """leanseg's lean_conv sends CUDA tensors to these kernels."""
+    from leanseg.nn.functional import lean_conv
+
+    x, w, s, b = (t.float().cuda() for t in _inputs(2, (8, 9, 10), 8, 8))
+    torch.testing.assert_close(lean_conv(x, w, s, b, 2), kernels3d.lean_conv(x, w, s, b, 2), rtol=0, atol=0)
 
 
 @pytest.mark.gpu
