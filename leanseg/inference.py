@@ -78,14 +78,14 @@ def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndar
     """Predict a volume too large for memory, slab by slab along its first spatial axis.
 
     ``read(lo, hi)`` returns the input ``(C, hi - lo, *rest)``; ``write(start, probs)`` receives the probabilities
-    ``(K, n, *rest)`` of positions ``start:start + n``. ``slab`` positions are written per step (default: twice the
-    window), each predicted with ``halo`` positions of context on both sides (default: half the window), so a
-    network's receptive field up to the halo sees the same data as in one pass. ``options`` go to
-    ``sliding_window_predict``.
+    ``(K, n, *rest)`` of positions ``start:start + n``. Each step writes ``slab`` positions predicted with ``halo``
+    positions of context on both sides, so a network whose receptive field reaches no further than the halo gives
+    what one pass would. Defaults: halo an eighth of the window, slab the window less both halos (one window deep
+    per step, so no position is predicted twice for nothing). ``options`` go to ``sliding_window_predict``.
     """
-    first = _window(window, 1)[0] if isinstance(window, int) else int(window[0])
-    slab = slab or 2 * first
-    halo = first // 2 if halo is None else halo
+    first = window if isinstance(window, int) else int(window[0])
+    halo = first // 8 if halo is None else halo
+    slab = slab or max(1, first - 2 * halo)
     steps = list(slabs(length, slab, halo))
     for start, stop, lo, hi in tqdm(steps, desc="slabs", unit="slab", disable=not progress):
         x = torch.from_numpy(np.ascontiguousarray(read(lo, hi), dtype=np.float32))[None]

@@ -11,6 +11,7 @@ surveys with missing traces, and ``segyio.tools.cube`` loads the whole file. Hen
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from leanseg.errors import LeanSegError
 
 SEGY_SUFFIXES = (".sgy", ".segy")
 _FORMATS = {1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 15, 16}  # sample format codes of SEG-Y rev 0..2
-_TEXT, _BIN = 3200, 400
+_TEXT, _BIN, _TRACE_HEADER = 3200, 400, 240
 
 
 def _endian(path: Path) -> str:
@@ -140,45 +141,70 @@ class SegyReader:
         self.close()
 
 
+# bytes per sample of each SEG-Y format code
+_SAMPLE_BYTES = {1: 4, 2: 4, 3: 2, 5: 4, 6: 8, 8: 1, 9: 8, 10: 4, 11: 2, 12: 8, 15: 3, 16: 1}
+
+
+def _runs(sorted_values: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) index ranges of consecutive integers in a sorted array."""
+    breaks = np.flatnonzero(np.diff(sorted_values) != 1) + 1
+    edges = [0, *breaks.tolist(), len(sorted_values)]
+    return list(itertools.pairwise(edges))
+
+
 class SegyWriter:
     """Writes a cube on ``geometry``'s grid as SEG-Y: the source's text, binary and trace headers, IEEE float
     samples, same byte order and trace order. ``write(start, values)`` writes inlines ``start:start+len(values)``.
 
-    Write to a temporary path and rename when done (``leanseg.io._files.atomic_path``): an unfinished file has
-    traces missing.
+    segyio writes the text and binary headers. The traces are written here as raw bytes, each source trace header
+    copied verbatim: segyio copies a trace header through a dict of 91 fields (about 0.15 ms a trace, minutes
+    on a large cube). Write to a temporary path and rename when done (``leanseg.io._files.atomic_path``): an
+    unfinished file has traces missing.
     """
 
     def __init__(self, path: str | os.PathLike, geometry: SegyGeometry):
         self.geometry = geometry
-        self.source = _open(geometry.path, geometry.endian)
-        spec = segyio.spec()
-        spec.samples = self.source.samples
-        spec.format = 5  # IEEE float: a prediction is float, whatever the input's format
-        spec.tracecount = self.source.tracecount
-        spec.ext_headers = self.source.ext_headers
-        spec.endian = geometry.endian
-        try:
-            self.file = segyio.create(str(path), spec)
-        except BaseException:
-            self.source.close()
-            raise
-        for i in range(1 + self.source.ext_headers):
-            self.file.text[i] = self.source.text[i]
-        self.file.bin = self.source.bin
-        self.file.bin.update(format=5)
+        with _open(geometry.path, geometry.endian) as source:
+            spec = segyio.spec()
+            spec.samples = source.samples
+            spec.format = 5  # IEEE float: a prediction is float, whatever the input's format
+            spec.tracecount = source.tracecount
+            spec.ext_headers = source.ext_headers
+            spec.endian = geometry.endian
+            source_format = int(source.bin[segyio.BinField.Format])
+            with segyio.create(str(path), spec) as out:
+                for i in range(1 + source.ext_headers):
+                    out.text[i] = source.text[i]
+                out.bin = source.bin
+                out.bin.update(format=5)
+            self._data_start = _TEXT + _BIN + source.ext_headers * _TEXT
+        n = len(geometry.samples)
+        self._source_trace = _TRACE_HEADER + n * _SAMPLE_BYTES[source_format]
+        self._out_trace = _TRACE_HEADER + n * 4
+        self._float = np.dtype(">f4" if geometry.endian == "big" else "<f4")
+        self._source = open(geometry.path, "rb")
+        self._out = open(path, "r+b")
 
     def write(self, start: int, values: np.ndarray) -> None:
         """Write ``values`` ``(n, X, S)`` as inlines ``start:start+n``; dead positions are skipped."""
         index = self.geometry.trace_index[start: start + len(values)]
-        values = np.ascontiguousarray(values, dtype=np.float32)
-        for pos in zip(*np.nonzero(index >= 0), strict=True):
-            t = int(index[pos])
-            self.file.header[t] = self.source.header[t]
-            self.file.trace[t] = values[pos]
+        live = index >= 0
+        traces, samples = index[live], np.asarray(values, dtype=np.float32)[live]
+        order = np.argsort(traces, kind="stable")
+        traces, samples = traces[order], samples[order]
+        for lo, hi in _runs(traces):  # one read and one write per run of consecutive traces
+            first, count = int(traces[lo]), hi - lo
+            self._source.seek(self._data_start + first * self._source_trace)
+            raw = np.frombuffer(self._source.read(count * self._source_trace), np.uint8)
+            block = np.empty((count, self._out_trace), np.uint8)
+            block[:, :_TRACE_HEADER] = raw.reshape(count, self._source_trace)[:, :_TRACE_HEADER]
+            block[:, _TRACE_HEADER:] = samples[lo:hi].astype(self._float).view(np.uint8)
+            self._out.seek(self._data_start + first * self._out_trace)
+            self._out.write(block.tobytes())
 
     def close(self) -> None:
-        self.file.close()
-        self.source.close()
+        self._out.close()
+        self._source.close()
 
     def __enter__(self) -> SegyWriter:
         return self

@@ -1,0 +1,80 @@
+"""Dice and HD95 per class or region between a predicted and a reference label map (MONAI metrics)."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from importlib import import_module
+
+import numpy as np
+
+from leanseg.errors import LeanSegError
+from leanseg.io import read_volume
+
+
+def task_classes(task: str) -> dict:
+    """``{"labels": ...}`` or ``{"regions": ...}`` from the pipeline ``pipelines.<task>``: what its checkpoints say."""
+    try:
+        module = import_module(f"pipelines.{task}")
+    except ModuleNotFoundError:
+        raise LeanSegError(f"--task {task!r}: no such task (pipelines.{task})") from None
+    if not hasattr(module, "checkpoint_meta"):
+        raise LeanSegError(f"--task {task!r}: the task defines no labels or regions")
+    meta = module.checkpoint_meta(module.Config())
+    return {k: meta[k] for k in ("labels", "regions") if k in meta}
+
+
+def _masks(label: np.ndarray, classes: dict[str, list[int]]) -> np.ndarray:
+    return np.stack([np.isin(label, values) for values in classes.values()])
+
+
+def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, labels: dict | None = None,
+             regions: dict | None = None) -> dict[str, dict[str, float | None]]:
+    """``{class or region: {"dice": ..., "hd95": ...}}``; HD95 in the files' units (mm), None where undefined.
+
+    ``labels`` {name: value} or ``regions`` {name: [values]} pick the classes; by default every non-zero label
+    value found in either file is a class. Dice of a class absent from both is 1.
+    """
+    import torch
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    pred, pred_geometry = read_volume(prediction)
+    ref, _ = read_volume(reference)
+    if pred.shape != ref.shape:
+        raise LeanSegError(f"{prediction}: shape {pred.shape[1:]} differs from the reference's {ref.shape[1:]}")
+    pred, ref = np.rint(pred[0]).astype(np.int64), np.rint(ref[0]).astype(np.int64)
+    if regions:
+        classes = {name: list(values) for name, values in regions.items()}
+    elif labels:
+        classes = {name: [value] for name, value in labels.items() if value != 0}
+    else:
+        classes = {f"label_{v}": [int(v)] for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0}
+    if not classes:
+        return {}
+    p = torch.from_numpy(_masks(pred, classes))[None].float()
+    r = torch.from_numpy(_masks(ref, classes))[None].float()
+    dice = compute_dice(p, r, include_background=True, ignore_empty=False)[0]
+    spacing = list(getattr(pred_geometry, "spacing", None) or [1.0] * (p.ndim - 2))
+    with warnings.catch_warnings():  # MONAI warns for every empty class; its HD95 is then reported as None
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0]
+
+    def number(x):
+        x = float(x)
+        return None if math.isnan(x) or math.isinf(x) else round(x, 6)
+
+    return {name: {"dice": number(dice[i]), "hd95": number(hd[i])} for i, name in enumerate(classes)}
+
+
+def format_table(scores: dict[str, dict[str, float | None]]) -> str:
+    width = max([len("class")] + [len(k) for k in scores])
+    lines = [f"{'class':<{width}}  {'dice':>7}  {'hd95':>8}"]
+    for name, s in scores.items():
+        dice = "-" if s["dice"] is None else f"{s['dice']:.4f}"
+        hd = "-" if s["hd95"] is None else f"{s['hd95']:.2f}"
+        lines.append(f"{name:<{width}}  {dice:>7}  {hd:>8}")
+    return "\n".join(lines)
+
+
+__all__ = ["evaluate", "format_table", "task_classes"]
