@@ -237,8 +237,21 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
         if writer is not None:
             writer.close()
         return result
+    except Exception as err:
+        raise _user_error(err) or err from None
     finally:
         dist.close()
+
+
+def _user_error(err: BaseException) -> LeanSegError | None:
+    """The LeanSegError behind ``err``: MONAI's Compose re-raises a transform's error as a RuntimeError."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, LeanSegError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, mod, tcfg, cfg, dist, device, epoch,
