@@ -46,8 +46,12 @@ ACTS = {
 }
 
 
+def _key(name: str) -> str:
+    return name.lower().replace("_", "").replace("-", "")  # "LeakyReLU", "leaky_relu" -> "leakyrelu"
+
+
 def _pick(table: dict, name: str, what: str):
-    key = name.lower().replace("_", "").replace("-", "")
+    key = _key(name)
     if key in table:
         return table[key]
     close = difflib.get_close_matches(key, table, n=3, cutoff=0.5)
@@ -112,8 +116,7 @@ def norm_layer(norm, spatial_dims: int, channels: int) -> nn.Module:
     if cls is nn.GroupNorm:
         groups = kwargs.pop("num_groups", math.gcd(channels, _MAX_GROUPS))
         return cls(groups, channels, **kwargs)
-    key = spec.lower()
-    return cls(channels, **{**_NORM_DEFAULTS.get(key, {}), **kwargs})
+    return cls(channels, **{**_NORM_DEFAULTS.get(_key(spec), {}), **kwargs})
 
 
 def act_layer(act) -> nn.Module:
