@@ -8,6 +8,7 @@ in cache. Where no C compiler is available the same operations run as plain PyTo
 from __future__ import annotations
 
 import ctypes
+import math
 
 import torch
 
@@ -25,17 +26,20 @@ def _taps(d: int, adjoint: bool):
 
 
 def _grid(t: torch.Tensor) -> _cext.Grid:
-    """Geometry of a channels-last (N, *spatial, C') view whose voxels are C' or more elements apart."""
-    if t.stride(-1) != 1:
-        raise RuntimeError("channels must be contiguous")
-    sp = list(t.shape[1:-1])
-    if len(sp) == 2:
-        sp = [1, *sp]
-    ld = t.stride(-2)
-    expect = [ld * sp[2] * sp[1], ld * sp[2], ld][3 - (t.dim() - 2) :]
-    if list(t.stride()[1:-1]) != expect:
-        raise RuntimeError("voxels must be densely packed")
-    return _cext.Grid(t.shape[0], sp[0], sp[1], sp[2], ld)
+    """Geometry of a channels-last (N, *spatial, C') view whose voxels are densely packed, ld >= C' apart.
+
+    Strides of size-1 dims are arbitrary in PyTorch (a 1-channel or depth-1 tensor), so only dims longer than
+    one are checked.
+    """
+    sizes, strides = list(t.shape[:-1]), list(t.stride()[:-1])  # (N, *spatial)
+    inner = [math.prod(sizes[i + 1 :]) for i in range(len(sizes))]
+    longer = [i for i, n in enumerate(sizes) if n > 1]
+    ld = strides[longer[-1]] // inner[longer[-1]] if longer else t.shape[-1]
+    packed = all(strides[i] == ld * inner[i] for i in longer) and ld >= t.shape[-1]
+    if not packed or (t.shape[-1] > 1 and t.stride(-1) != 1):
+        raise RuntimeError(f"lean_conv CPU kernel needs densely packed channels-last data, got strides {t.stride()}")
+    sp = [1] * (5 - t.dim()) + sizes[1:]  # 2D is the depth-1 case
+    return _cext.Grid(sizes[0], sp[0], sp[1], sp[2], ld)
 
 
 def _use_c(t: torch.Tensor):

@@ -72,8 +72,6 @@ def test_unet_variants(options, spatial_dims):
     check_forward_backward(model, x, (2, 2, *ODD[spatial_dims]))
 
 
-@pytest.mark.xfail(reason="LeanConv's CPU path rejects C_in=1 (movedim(1, -1).contiguous() keeps a stride != 1 "
-                          "for a size-1 dim; leanseg/nn/_cpu.py _grid); the default dense first conv avoids it")
 def test_lean_first_conv_on_one_channel():
     model = LeanUNet(2, 1, 2, features=(4, 8), first_conv="lean")
     assert model(torch.randn(1, 1, 9, 11)).shape == (1, 2, 9, 11)

@@ -139,3 +139,26 @@ def test_bad_inputs():
         conv(torch.randn(1, 4, 8, 8))
     with pytest.raises(ValueError, match="input has 3 channels, expected in_channels=4"):
         conv(torch.randn(1, 3, 8, 8, 8))
+
+
+@pytest.mark.parametrize(
+    "shape,cin,cout",
+    [
+        ((2, 1, 5, 6, 7), 1, 4),  # one input channel: the channel stride is arbitrary
+        ((1, 3, 1, 6, 7), 3, 3),  # depth 1
+        ((3, 4, 1, 1, 5), 4, 2),  # a line of voxels
+        ((1, 2, 1, 1), 2, 5),  # a single 2D pixel
+    ],
+)
+def test_degenerate_sizes(shape, cin, cout):
+    torch.manual_seed(4)
+    d = len(shape) - 2
+    conv = LeanConv(d, cin, cout, bias=True).double()
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    y = conv(x)
+    y_ref = dense(x, conv)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(y_ref)
+    params = [x, conv.weight, conv.stencil, conv.bias]
+    for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params, g), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
