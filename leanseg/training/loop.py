@@ -127,11 +127,12 @@ def _seed_all(seed: int) -> None:
 
 def train(task: str, *, data: str | Path | None = None, synthetic: int | None = None,
           config: TrainConfig | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
-          **task_options) -> TrainResult:
+          build_model: Callable | None = None, **task_options) -> TrainResult:
     """Train ``task`` (a name in pipelines.TASKS) on the cases under ``data`` or on ``synthetic`` generated ones.
 
     ``task_options`` override fields of the task's Config (epochs, lr, batch_size, window, model, model_kwargs...).
     ``on_epoch_end(epoch, row)`` runs on rank 0 after each epoch's checkpoint (tests use it to simulate a kill).
+    ``build_model(task_config)`` replaces the task's model (benchmarks use it for models outside the registry).
     """
     from monai.data import CacheDataset, DataLoader, Dataset
 
@@ -172,7 +173,7 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
         else:
             train_ds, val_ds = Dataset(train_cases, train_tf), Dataset(val_cases, val_tf)
 
-        model = mod.model(tcfg).to(device)
+        model = (build_model or mod.model)(tcfg).to(device)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                   else None) if dist.world > 1 else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
