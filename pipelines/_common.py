@@ -152,5 +152,8 @@ def build_model(cfg: TaskConfig, name: str | None = None, **overrides) -> nn.Mod
 
     # the task's model_kwargs belong to its default model; another model gets its own defaults
     kwargs = (dict(cfg.model_kwargs) if name in (None, cfg.model) else {}) | overrides
-    return create(name or cfg.model, spatial_dims=cfg.spatial_dims, in_channels=len(cfg.channels),
-                  out_channels=len(cfg.classes), **kwargs)
+    kwargs = {"spatial_dims": cfg.spatial_dims, "in_channels": len(cfg.channels),
+              "out_channels": len(cfg.classes)} | kwargs
+    net = create(name or cfg.model, **kwargs)
+    net.leanseg_spec = (name or cfg.model, kwargs)  # what a checkpoint needs to rebuild it
+    return net

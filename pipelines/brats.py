@@ -22,9 +22,11 @@ from pipelines._common import (
     batch_score,  # noqa: F401  (part of the task's interface)
     build_model,
     check_labels,
-    evaluate_cases as evaluate,  # noqa: F401  (part of the task's interface)
     missing_error,
     read_nifti,
+)
+from pipelines._common import (
+    evaluate_cases as evaluate,  # noqa: F401  (part of the task's interface)
 )
 
 CHANNELS = ("t1", "t1ce", "t2", "flair")
@@ -200,12 +202,10 @@ def checkpoint_meta(cfg: Config) -> dict:
     return {
         "task": "brats",
         "channels": list(CHANNELS),
+        # nested, largest first: predict turns them back into labels (ET -> 4, TC - ET -> 1, WT - TC -> 2)
         "regions": {r: list(CONVENTIONS["brats2021"].regions[r]) for r in REGIONS},
-        # nested regions back to labels: ET -> 4, TC without ET -> 1, WT without TC -> 2
-        "region_labels": {"WT": 2, "TC": 1, "ET": 4},
-        "normalisation": "zscore_nonzero_per_channel",
+        "normalization": {"kind": "zscore", "nonzero": True},
         "window": list(cfg.window),
-        "spatial_dims": 3,
     }
 
 

@@ -29,7 +29,7 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    np_state = np.random.get_state()
+    np_state = np.random.get_state()  # noqa: NPY002  (saving the legacy global RNG is the point)
     tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64))}
     if torch.cuda.is_available():
         tensors |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
@@ -42,7 +42,7 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
 def _set_rng_state(tensors: dict[str, torch.Tensor], scalars: dict) -> None:
     torch.set_rng_state(tensors["rng.torch"])
     name, pos, has_gauss, cached = scalars["numpy"]
-    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))  # noqa: NPY002
     version, internal, gauss = scalars["python"]
     random.setstate((version, tuple(internal), gauss))
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
