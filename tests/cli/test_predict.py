@@ -1,0 +1,230 @@
+"""`leanseg predict` / `leanseg evaluate` end to end: real BraTS and SEG-Y files, and one test per bad input."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import segyio
+import torch
+from torch import nn
+
+import leanseg.models
+from leanseg import save_model
+from leanseg.cli.main import main
+from leanseg.nn import LeanConv
+
+DATA = Path("/work/shared/data")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (shared test data) is absent")
+CASE = DATA / "nifti/brats2015_deepmedic/brats_2013_pat0006_1"
+F3 = DATA / "segy/segyio/f3.sgy"
+
+
+class TinyTestNet(nn.Module):
+    """One lean convolution: enough to exercise the whole path in a second on 240x240x155."""
+
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = LeanConv(spatial_dims, in_channels, out_channels, bias=True)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+if "tiny_test_net" not in leanseg.models.available():
+    leanseg.models.register(name="tiny_test_net")(TinyTestNet)
+
+
+def checkpoint(path: Path, spatial_dims=3, channels=("flair", "t1c"), labels=None, **meta) -> Path:
+    labels = labels or {"background": 0, "necrosis": 1, "edema": 2, "non_enhancing": 3, "enhancing": 4}
+    kwargs = {"spatial_dims": spatial_dims, "in_channels": len(channels), "out_channels": len(labels)}
+    torch.manual_seed(0)
+    meta = {"channels": list(channels), "labels": labels, "normalization": {"kind": "zscore", "nonzero": True},
+            "window": [240, 240, 160][:spatial_dims], **meta}
+    return save_model(TinyTestNet(**kwargs), path, model="tiny_test_net", model_kwargs=kwargs, **meta)
+
+
+def run(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args] + (["--no-progress"] if args and args[0] == "predict" else []))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@needs_data
+@pytest.mark.parametrize("as_files", [False, True])
+def test_brats2015_case_two_channels(tmp_path, capsys, as_files):
+    ckpt = checkpoint(tmp_path / "m.safetensors")
+    inputs = [CASE / "Flair_subtrMeanDivStd.nii.gz", CASE / "T1c_subtrMeanDivStd.nii.gz"] if as_files else [CASE]
+    code, out, err = run(capsys, "predict", *inputs, "-m", ckpt, "-o", tmp_path / "seg.nii.gz", "--preview")
+    assert code == 0, err
+    seg, ref = nib.load(tmp_path / "seg.nii.gz"), nib.load(CASE / "OTMultiClass.nii.gz")
+    assert seg.shape == (240, 240, 155) and seg.get_data_dtype().kind in "iu"
+    np.testing.assert_array_equal(seg.affine, ref.affine)
+    assert nib.aff2axcodes(seg.affine) == ("L", "P", "S")
+    assert set(np.unique(np.asanyarray(seg.dataobj))) <= {0, 1, 2, 3, 4}
+    assert (tmp_path / "seg_preview.png").stat().st_size > 0
+    code, out, err = run(capsys, "evaluate", tmp_path / "seg.nii.gz", CASE / "OTMultiClass.nii.gz", "--json", "-")
+    assert code == 0, err
+    scores = json.loads(out[out.index("{"):])["scores"]
+    assert set(scores) == {"label_1", "label_2", "label_3", "label_4"}
+    assert all(0 <= s["dice"] <= 1 for s in scores.values())
+
+
+@needs_data
+@pytest.mark.parametrize("name, endian", [("segyio/f3.sgy", "big"), ("segyio/little_endian/f3-lsb.sgy", "little"),
+                                          ("segysak_f3/f3-withdead.sgy", "big")])
+def test_segy_keeps_geometry_and_headers(tmp_path, capsys, name, endian):
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amplitude",), labels={"rest": 0, "event": 1},
+                      window=[8, 16, 32], normalization="zscore")
+    out_path = tmp_path / "pred.sgy"
+    code, _, err = run(capsys, "predict", DATA / "segy" / name, "-m", ckpt, "-o", out_path, "--probabilities")
+    assert code == 0, err
+    with segyio.open(DATA / "segy" / name, ignore_geometry=True, endian=endian) as src, \
+            segyio.open(out_path, ignore_geometry=True, endian=endian) as dst:
+        assert dst.tracecount == src.tracecount  # f3-withdead: the 239 live traces only
+        np.testing.assert_array_equal(dst.samples, src.samples)
+        assert dst.text[0] == src.text[0] and dst.bin[segyio.BinField.Format] == 5
+        assert [dict(h) for h in dst.header] == [dict(h) for h in src.header]
+        assert set(np.unique(dst.trace.raw[:])) <= {0.0, 1.0}
+    assert np.load(tmp_path / "pred_probs.npy").shape == (2, 23, 18, 75)
+
+
+@needs_data
+def test_segy_prediction_with_geometry_matches_segyio(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amplitude",), labels={"rest": 0, "event": 1},
+                      window=[8, 16, 32])
+    assert run(capsys, "predict", F3, "-m", ckpt, "-o", tmp_path / "pred.sgy")[0] == 0
+    with segyio.open(tmp_path / "pred.sgy") as f, segyio.open(F3) as g:  # segyio infers the same geometry
+        np.testing.assert_array_equal(f.ilines, g.ilines)
+        np.testing.assert_array_equal(f.xlines, g.xlines)
+
+
+@pytest.mark.skipif(not (DATA / "images2d").is_dir(), reason="shared 2D images are absent")
+def test_image_2d(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path / "m.safetensors", spatial_dims=2, channels=("em",),
+                      labels={"membrane": 0, "cell": 255}, window=[128, 128])
+    code, _, err = run(capsys, "predict", DATA / "images2d/isbi2012_em_membrane/image/0.png", "-m", ckpt, "-o",
+                       tmp_path / "0.png", "--preview")
+    assert code == 0, err
+    import skimage.io
+
+    label = skimage.io.imread(tmp_path / "0.png")
+    assert label.shape == (512, 512) and set(np.unique(label)) <= {0, 255}
+
+
+def test_default_output_beside_input(tmp_path, capsys):
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32), np.eye(4)),
+             tmp_path / "vol.nii.gz")
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("ct",), labels={"a": 0, "b": 3}, window=[4, 4, 4])
+    code, out, err = run(capsys, "predict", tmp_path / "vol.nii.gz", "-m", ckpt, "--probabilities", "--tta")
+    assert code == 0, err
+    assert out.strip() == str(tmp_path / "vol_pred.nii.gz")
+    assert nib.load(tmp_path / "vol_pred.nii.gz").get_data_dtype() == np.uint8
+    assert nib.load(tmp_path / "vol_pred_probs.nii.gz").shape == (6, 7, 8, 2)
+
+
+def test_regions_become_labels(tmp_path, capsys):
+    nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels=None, window=[8, 8, 8])
+    meta = json.loads(__import__("safetensors").safe_open(str(ckpt), "pt").metadata()["leanseg"])
+    from leanseg.prediction import Decoder
+
+    decoder = Decoder({"regions": {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}}, 3)
+    probs = torch.tensor([[0.9, 0.9, 0.9, 0.1], [0.1, 0.9, 0.9, 0.1], [0.1, 0.1, 0.9, 0.9]])  # ET outside WT too
+    np.testing.assert_array_equal(decoder(probs), [2, 1, 4, 4])
+    assert meta["model"] == "tiny_test_net"
+
+
+# ---- bad input: one line naming the file, exit code 2, no traceback, no partial output ---------------------------
+
+def _nifti(path, shape=(6, 6, 6), affine=None, value=1.0):
+    data = np.full(shape, value, np.float32)
+    data[0, 0, 0] = 2.0
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), path)
+    return path
+
+
+def _bad_case(tmp_path, case):
+    """(inputs, checkpoint, output, the name the message must contain)."""
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels={"a": 0, "b": 1}, window=[4, 4, 4])
+    out = tmp_path / "out" / "seg.nii.gz"
+    out.parent.mkdir()
+    good = _nifti(tmp_path / "good.nii.gz")
+    if case == "truncated_gz":
+        bad = tmp_path / "trunc.nii.gz"
+        bad.write_bytes(gzip.compress(np.full((40, 40, 40), 3, np.float32).tobytes())[:500])
+        _nifti(tmp_path / "full.nii.gz", shape=(40, 40, 40))
+        bad.write_bytes((tmp_path / "full.nii.gz").read_bytes()[:400])
+        return [bad], ckpt, out, "trunc.nii.gz"
+    if case == "not_nifti":
+        bad = tmp_path / "notes.nii"
+        bad.write_text("this is not an image\n" * 30)
+        return [bad], ckpt, out, "notes.nii"
+    if case == "channel_count":
+        return [good, good], ckpt, out, "good.nii.gz"
+    if case == "shape_mismatch":
+        ckpt2 = checkpoint(tmp_path / "m2.safetensors", channels=("t1", "t2"), labels={"a": 0, "b": 1},
+                           window=[4, 4, 4])
+        return [good, _nifti(tmp_path / "small.nii.gz", shape=(6, 6, 5))], ckpt2, out, "small.nii.gz"
+    if case == "affine_mismatch":
+        ckpt2 = checkpoint(tmp_path / "m2.safetensors", channels=("t1", "t2"), labels={"a": 0, "b": 1},
+                           window=[4, 4, 4])
+        return [good, _nifti(tmp_path / "moved.nii.gz", affine=np.diag([1, 1, 2, 1]))], ckpt2, out, "moved.nii.gz"
+    if case == "nan":
+        return [_nifti(tmp_path / "nan.nii.gz", value=np.nan)], ckpt, out, "nan.nii.gz"
+    if case in ("segy_text_only", "not_segy"):
+        bad = tmp_path / f"{case}.sgy"
+        if case == "segy_text_only":
+            spec = segyio.spec()
+            spec.samples, spec.format, spec.tracecount = list(range(10)), 5, 1
+            with segyio.create(bad, spec) as f:
+                f.trace[0] = np.zeros(10, np.float32)
+            bad.write_bytes(bad.read_bytes()[:3600])  # text and binary headers, no traces
+        else:
+            bad.write_bytes(b"\x00\x01" * 3000)
+        return [bad], checkpoint(tmp_path / "m1.safetensors", channels=("amp",), labels={"a": 0, "b": 1},
+                                 window=[4, 4, 4]), tmp_path / "out" / "p.sgy", bad.name
+    if case == "missing_checkpoint":
+        return [good], tmp_path / "nope.safetensors", out, "nope.safetensors"
+    if case == "corrupt_checkpoint":
+        ckpt.write_bytes(ckpt.read_bytes()[:60])
+        return [good], ckpt, out, "m.safetensors"
+    if case == "output_is_input":
+        return [good], ckpt, good, "good.nii.gz"
+    if case == "unwritable_folder":  # a folder that cannot exist: its parent is a file (root may write anywhere)
+        return [good], ckpt, good.parent / "good.nii.gz.d" / "x" / "seg.nii.gz", "seg.nii.gz"
+    raise AssertionError(case)
+
+
+BAD = ["truncated_gz", "not_nifti", "channel_count", "shape_mismatch", "affine_mismatch", "nan", "segy_text_only",
+       "not_segy", "missing_checkpoint", "corrupt_checkpoint", "output_is_input", "unwritable_folder"]
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input(tmp_path, capsys, case):
+    inputs, ckpt, out, name = _bad_case(tmp_path, case)
+    if case == "unwritable_folder":
+        (tmp_path / "good.nii.gz.d").write_text("a file where a folder should be")
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    code, _, err = run(capsys, "predict", *inputs, "-m", ckpt, "-o", out)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("leanseg: error: "), err
+    assert name in lines[0] and "Traceback" not in err
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before  # no file written or touched
+
+
+def test_unknown_input_file_type(tmp_path, capsys):
+    (tmp_path / "x.xyz").write_text("?")
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels={"a": 0, "b": 1})
+    code, _, err = run(capsys, "predict", tmp_path / "x.xyz", "-m", ckpt)
+    assert code == 2 and "x.xyz" in err
+
+
+def test_cli_imports_no_torch():
+    code = "import sys, leanseg.cli.main; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
