@@ -41,11 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.Exit as ex:
         return ex.exit_code
-    except Exception as err:  # click usage errors
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return 2
-        raise
+    except typer.TyperException as err:  # usage errors: unknown option, bad value, missing argument
+        show = getattr(err, "show", None)
+        show() if show else print(f"leanseg: error: {err}", file=sys.stderr)
+        return getattr(err, "exit_code", 2)
     return 0

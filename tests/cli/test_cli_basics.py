@@ -23,3 +23,9 @@ def test_bad_option_value_is_one_line_exit_2(capsys):
     assert main(["bench", "conv", "--dims", "4", "--channels", "4", "--size", "6"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["leanseg: error: --dims must be 2 or 3, got 4"]
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["bench", "conv", "--no-such-option"]) == 2
+    assert main(["no-such-command"]) == 2
+    assert "No such command" in capsys.readouterr().err
