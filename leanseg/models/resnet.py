@@ -72,6 +72,7 @@ class LeanResNet(nn.Module):
         self.fc = nn.Linear(c, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)  # see LeanUNet
         x = self.stages(self.stem(x))  # (N, widths[-1], *spatial / 2^(stages - 1))
         x = self.pool(self.act(self.norm(x))).flatten(1)  # (N, widths[-1])
         return self.fc(x)  # (N, num_classes)

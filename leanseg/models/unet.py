@@ -98,6 +98,9 @@ class LeanUNet(nn.Module):
         return dataclasses.asdict(self.cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        # channels-last throughout: the lean convs' native layout; on CPU it also makes the backward of the dense
+        # first conv (few input channels) 20-70x faster than in NCDHW order
+        x = x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
         skips = []
         for level in self.encoder:
             x = level(x)  # (N, f[i], *ceil(spatial / 2^i))
