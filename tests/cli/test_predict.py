@@ -228,3 +228,25 @@ def test_unknown_input_file_type(tmp_path, capsys):
 def test_cli_imports_no_torch():
     code = "import sys, leanseg.cli.main; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_evaluate_regions_and_task(tmp_path, capsys):
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[2:8, 2:8, 2:8] = 2
+    ref[3:6, 3:6, 3:6] = 1
+    ref[4:5, 4:5, 4:5] = 4
+    pred = ref.copy()
+    pred[7, 7, 7] = 0  # one edema voxel missed
+    for name, data in (("ref", ref), ("pred", pred)):
+        nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / f"{name}.nii.gz")
+    code, out, err = run(capsys, "evaluate", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--regions",
+                         '{"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}', "--json", tmp_path / "s.json")
+    assert code == 0, err
+    scores = json.loads((tmp_path / "s.json").read_text())["scores"]
+    assert scores["TC"]["dice"] == 1.0 and scores["ET"]["hd95"] == 0.0
+    assert 0.99 < scores["WT"]["dice"] < 1.0
+    assert "WT" in out and "dice" in out
+    code, out, err = run(capsys, "evaluate", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--task", "brats")
+    assert code == 0 and "ET" in out, err
+    code, _, err = run(capsys, "evaluate", tmp_path / "pred.nii.gz", tmp_path / "missing.nii.gz")
+    assert code == 2 and "missing.nii.gz" in err
