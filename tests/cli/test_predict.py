@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +14,12 @@ import segyio
 import torch
 from torch import nn
 
-import leanseg.models
 from leanseg import save_model
 from leanseg.cli.main import main
+from leanseg.models import _registry
 from leanseg.nn import LeanConv
 
-DATA = Path("/work/shared/data")
+DATA = Path(os.environ.get("LEANSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (shared test data) is absent")
 CASE = DATA / "nifti/brats2015_deepmedic/brats_2013_pat0006_1"
 F3 = DATA / "segy/segyio/f3.sgy"
@@ -35,16 +36,23 @@ class TinyTestNet(nn.Module):
         return self.conv(x)
 
 
-if "tiny_test_net" not in leanseg.models.available():
-    leanseg.models.register(name="tiny_test_net")(TinyTestNet)
+@pytest.fixture(autouse=True)
+def tiny_test_net_registered(monkeypatch):
+    """Registered for these tests only, so the registry other tests see is the library's."""
+    monkeypatch.setitem(_registry._MODELS, "tiny_test_net", TinyTestNet)
 
 
 def checkpoint(path: Path, spatial_dims=3, channels=("flair", "t1c"), labels=None, **meta) -> Path:
     labels = labels or {"background": 0, "necrosis": 1, "edema": 2, "non_enhancing": 3, "enhancing": 4}
     kwargs = {"spatial_dims": spatial_dims, "in_channels": len(channels), "out_channels": len(labels)}
     torch.manual_seed(0)
-    meta = {"channels": list(channels), "labels": labels, "normalization": {"kind": "zscore", "nonzero": True},
-            "window": [240, 240, 160][:spatial_dims], **meta}
+    meta = {
+        "channels": list(channels),
+        "labels": labels,
+        "normalization": {"kind": "zscore", "nonzero": True},
+        "window": [240, 240, 160][:spatial_dims],
+        **meta,
+    }
     return save_model(TinyTestNet(**kwargs), path, model="tiny_test_net", model_kwargs=kwargs, **meta)
 
 
@@ -69,22 +77,31 @@ def test_brats2015_case_two_channels(tmp_path, capsys, as_files):
     assert (tmp_path / "seg_preview.png").stat().st_size > 0
     code, out, err = run(capsys, "evaluate", tmp_path / "seg.nii.gz", CASE / "OTMultiClass.nii.gz", "--json", "-")
     assert code == 0, err
-    scores = json.loads(out[out.index("{"):])["scores"]
+    scores = json.loads(out[out.index("{") :])["scores"]
     assert set(scores) == {"label_1", "label_2", "label_3", "label_4"}
     assert all(0 <= s["dice"] <= 1 for s in scores.values())
 
 
 @needs_data
-@pytest.mark.parametrize("name, endian", [("segyio/f3.sgy", "big"), ("segyio/little_endian/f3-lsb.sgy", "little"),
-                                          ("segysak_f3/f3-withdead.sgy", "big")])
+@pytest.mark.parametrize(
+    "name, endian",
+    [("segyio/f3.sgy", "big"), ("segyio/little_endian/f3-lsb.sgy", "little"), ("segysak_f3/f3-withdead.sgy", "big")],
+)
 def test_segy_keeps_geometry_and_headers(tmp_path, capsys, name, endian):
-    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amplitude",), labels={"rest": 0, "event": 1},
-                      window=[8, 16, 32], normalization="zscore")
+    ckpt = checkpoint(
+        tmp_path / "m.safetensors",
+        channels=("amplitude",),
+        labels={"rest": 0, "event": 1},
+        window=[8, 16, 32],
+        normalization="zscore",
+    )
     out_path = tmp_path / "pred.sgy"
     code, _, err = run(capsys, "predict", DATA / "segy" / name, "-m", ckpt, "-o", out_path, "--probabilities")
     assert code == 0, err
-    with segyio.open(DATA / "segy" / name, ignore_geometry=True, endian=endian) as src, \
-            segyio.open(out_path, ignore_geometry=True, endian=endian) as dst:
+    with (
+        segyio.open(DATA / "segy" / name, ignore_geometry=True, endian=endian) as src,
+        segyio.open(out_path, ignore_geometry=True, endian=endian) as dst,
+    ):
         assert dst.tracecount == src.tracecount  # f3-withdead: the 239 live traces only
         np.testing.assert_array_equal(dst.samples, src.samples)
         assert dst.text[0] == src.text[0] and dst.bin[segyio.BinField.Format] == 5
@@ -95,8 +112,9 @@ def test_segy_keeps_geometry_and_headers(tmp_path, capsys, name, endian):
 
 @needs_data
 def test_segy_prediction_with_geometry_matches_segyio(tmp_path, capsys):
-    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amplitude",), labels={"rest": 0, "event": 1},
-                      window=[8, 16, 32])
+    ckpt = checkpoint(
+        tmp_path / "m.safetensors", channels=("amplitude",), labels={"rest": 0, "event": 1}, window=[8, 16, 32]
+    )
     assert run(capsys, "predict", F3, "-m", ckpt, "-o", tmp_path / "pred.sgy")[0] == 0
     with segyio.open(tmp_path / "pred.sgy") as f, segyio.open(F3) as g:  # segyio infers the same geometry
         np.testing.assert_array_equal(f.ilines, g.ilines)
@@ -105,10 +123,23 @@ def test_segy_prediction_with_geometry_matches_segyio(tmp_path, capsys):
 
 @pytest.mark.skipif(not (DATA / "images2d").is_dir(), reason="shared 2D images are absent")
 def test_image_2d(tmp_path, capsys):
-    ckpt = checkpoint(tmp_path / "m.safetensors", spatial_dims=2, channels=("em",),
-                      labels={"membrane": 0, "cell": 255}, window=[128, 128])
-    code, _, err = run(capsys, "predict", DATA / "images2d/isbi2012_em_membrane/image/0.png", "-m", ckpt, "-o",
-                       tmp_path / "0.png", "--preview")
+    ckpt = checkpoint(
+        tmp_path / "m.safetensors",
+        spatial_dims=2,
+        channels=("em",),
+        labels={"membrane": 0, "cell": 255},
+        window=[128, 128],
+    )
+    code, _, err = run(
+        capsys,
+        "predict",
+        DATA / "images2d/isbi2012_em_membrane/image/0.png",
+        "-m",
+        ckpt,
+        "-o",
+        tmp_path / "0.png",
+        "--preview",
+    )
     assert code == 0, err
     import skimage.io
 
@@ -117,8 +148,10 @@ def test_image_2d(tmp_path, capsys):
 
 
 def test_default_output_beside_input(tmp_path, capsys):
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32), np.eye(4)),
-             tmp_path / "vol.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).normal(size=(6, 7, 8)).astype(np.float32), np.eye(4)),
+        tmp_path / "vol.nii.gz",
+    )
     ckpt = checkpoint(tmp_path / "m.safetensors", channels=("ct",), labels={"a": 0, "b": 3}, window=[4, 4, 4])
     code, out, err = run(capsys, "predict", tmp_path / "vol.nii.gz", "-m", ckpt, "--probabilities", "--tta")
     assert code == 0, err
@@ -140,6 +173,7 @@ def test_regions_become_labels(tmp_path, capsys):
 
 
 # ---- bad input: one line naming the file, exit code 2, no traceback, no partial output ---------------------------
+
 
 def _nifti(path, shape=(6, 6, 6), affine=None, value=1.0):
     data = np.full(shape, value, np.float32)
@@ -167,12 +201,14 @@ def _bad_case(tmp_path, case):
     if case == "channel_count":
         return [good, good], ckpt, out, "good.nii.gz"
     if case == "shape_mismatch":
-        ckpt2 = checkpoint(tmp_path / "m2.safetensors", channels=("t1", "t2"), labels={"a": 0, "b": 1},
-                           window=[4, 4, 4])
+        ckpt2 = checkpoint(
+            tmp_path / "m2.safetensors", channels=("t1", "t2"), labels={"a": 0, "b": 1}, window=[4, 4, 4]
+        )
         return [good, _nifti(tmp_path / "small.nii.gz", shape=(6, 6, 5))], ckpt2, out, "small.nii.gz"
     if case == "affine_mismatch":
-        ckpt2 = checkpoint(tmp_path / "m2.safetensors", channels=("t1", "t2"), labels={"a": 0, "b": 1},
-                           window=[4, 4, 4])
+        ckpt2 = checkpoint(
+            tmp_path / "m2.safetensors", channels=("t1", "t2"), labels={"a": 0, "b": 1}, window=[4, 4, 4]
+        )
         return [good, _nifti(tmp_path / "moved.nii.gz", affine=np.diag([1, 1, 2, 1]))], ckpt2, out, "moved.nii.gz"
     if case == "nan":
         return [_nifti(tmp_path / "nan.nii.gz", value=np.nan)], ckpt, out, "nan.nii.gz"
@@ -186,8 +222,12 @@ def _bad_case(tmp_path, case):
             bad.write_bytes(bad.read_bytes()[:3600])  # text and binary headers, no traces
         else:
             bad.write_bytes(b"\x00\x01" * 3000)
-        return [bad], checkpoint(tmp_path / "m1.safetensors", channels=("amp",), labels={"a": 0, "b": 1},
-                                 window=[4, 4, 4]), tmp_path / "out" / "p.sgy", bad.name
+        return (
+            [bad],
+            checkpoint(tmp_path / "m1.safetensors", channels=("amp",), labels={"a": 0, "b": 1}, window=[4, 4, 4]),
+            tmp_path / "out" / "p.sgy",
+            bad.name,
+        )
     if case == "missing_checkpoint":
         return [good], tmp_path / "nope.safetensors", out, "nope.safetensors"
     if case == "corrupt_checkpoint":
@@ -200,8 +240,20 @@ def _bad_case(tmp_path, case):
     raise AssertionError(case)
 
 
-BAD = ["truncated_gz", "not_nifti", "channel_count", "shape_mismatch", "affine_mismatch", "nan", "segy_text_only",
-       "not_segy", "missing_checkpoint", "corrupt_checkpoint", "output_is_input", "unwritable_folder"]
+BAD = [
+    "truncated_gz",
+    "not_nifti",
+    "channel_count",
+    "shape_mismatch",
+    "affine_mismatch",
+    "nan",
+    "segy_text_only",
+    "not_segy",
+    "missing_checkpoint",
+    "corrupt_checkpoint",
+    "output_is_input",
+    "unwritable_folder",
+]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -239,8 +291,16 @@ def test_evaluate_regions_and_task(tmp_path, capsys):
     pred[7, 7, 7] = 0  # one edema voxel missed
     for name, data in (("ref", ref), ("pred", pred)):
         nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / f"{name}.nii.gz")
-    code, out, err = run(capsys, "evaluate", tmp_path / "pred.nii.gz", tmp_path / "ref.nii.gz", "--regions",
-                         '{"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}', "--json", tmp_path / "s.json")
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        tmp_path / "pred.nii.gz",
+        tmp_path / "ref.nii.gz",
+        "--regions",
+        '{"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}',
+        "--json",
+        tmp_path / "s.json",
+    )
     assert code == 0, err
     scores = json.loads((tmp_path / "s.json").read_text())["scores"]
     assert scores["TC"]["dice"] == 1.0 and scores["ET"]["hd95"] == 0.0

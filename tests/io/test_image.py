@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import numpy as np
@@ -6,7 +7,10 @@ import skimage.io
 
 from leanseg.io import read_image, read_volume, write_volume
 
-DATA = Path("/work/shared/data/images2d/isbi2012_em_membrane")
+DATA = (
+    Path(os.environ.get("LEANSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    / "images2d/isbi2012_em_membrane"
+)
 
 
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (shared test data) is absent")

@@ -1,5 +1,6 @@
 """NIfTI round trips on every real file in ../shared/data/nifti, canonical reorientation, case folders."""
 
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -9,7 +10,7 @@ import pytest
 from leanseg.errors import LeanSegError
 from leanseg.io import find_case_files, read_nifti, read_volume, write_nifti
 
-DATA = Path("/work/shared/data/nifti")
+DATA = Path(os.environ.get("LEANSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "nifti"
 FILES = sorted(str(p.relative_to(DATA)) for p in DATA.rglob("*.nii*")) if DATA.is_dir() else []
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (shared test data) is absent")
 
@@ -100,13 +101,35 @@ def test_several_files_must_share_grid(tmp_path):
         read_nifti([tmp_path / "a.nii.gz", tmp_path / "c.nii.gz"])
 
 
-@pytest.mark.parametrize("names, channels", [
-    (["BraTS20_Training_001_t1.nii.gz", "BraTS20_Training_001_t1ce.nii.gz", "BraTS20_Training_001_t2.nii.gz",
-      "BraTS20_Training_001_flair.nii.gz", "BraTS20_Training_001_seg.nii.gz"], ["t1", "t1c", "t2", "flair"]),  # 2020
-    (["BraTS-GLI-00000-000-t1n.nii.gz", "BraTS-GLI-00000-000-t1c.nii.gz", "BraTS-GLI-00000-000-t2w.nii.gz",
-      "BraTS-GLI-00000-000-t2f.nii.gz", "BraTS-GLI-00000-000-seg.nii.gz"], ["t1", "t1c", "t2", "flair"]),  # 2023
-    (["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz", "OTMultiClass.nii.gz"], ["flair", "t1c"]),  # 2015
-])
+@pytest.mark.parametrize(
+    "names, channels",
+    [
+        (
+            [
+                "BraTS20_Training_001_t1.nii.gz",
+                "BraTS20_Training_001_t1ce.nii.gz",
+                "BraTS20_Training_001_t2.nii.gz",
+                "BraTS20_Training_001_flair.nii.gz",
+                "BraTS20_Training_001_seg.nii.gz",
+            ],
+            ["t1", "t1c", "t2", "flair"],
+        ),  # 2020
+        (
+            [
+                "BraTS-GLI-00000-000-t1n.nii.gz",
+                "BraTS-GLI-00000-000-t1c.nii.gz",
+                "BraTS-GLI-00000-000-t2w.nii.gz",
+                "BraTS-GLI-00000-000-t2f.nii.gz",
+                "BraTS-GLI-00000-000-seg.nii.gz",
+            ],
+            ["t1", "t1c", "t2", "flair"],
+        ),  # 2023
+        (
+            ["Flair_subtrMeanDivStd.nii.gz", "T1c_subtrMeanDivStd.nii.gz", "OTMultiClass.nii.gz"],
+            ["flair", "t1c"],
+        ),  # 2015
+    ],
+)
 def test_case_folder_discovery(tmp_path, names, channels):
     for name in names:
         (tmp_path / name).touch()

@@ -1,5 +1,6 @@
 """SEG-Y: round trips of every post-stack file in ../shared/data/segy, irregular surveys, lazy slabs, bad files."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,21 +10,33 @@ import segyio
 from leanseg.errors import LeanSegError
 from leanseg.io import SegyReader, read_segy, write_segy
 
-DATA = Path("/work/shared/data/segy")
+DATA = Path(os.environ.get("LEANSEG_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data")) / "segy"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"{DATA} (shared test data) is absent")
 
 POST_STACK = [  # every file here that segyio opens and that is a post-stack cube
-    "segyio/f3.sgy", "segyio/Format1msb.sgy", "segyio/Format5msb.sgy", "segyio/small.sgy", "segyio/acute-small.sgy",
-    "segyio/tiny.sgy", "segyio/little_endian/f3-lsb.sgy", "segyio/little_endian/Format5lsb.sgy",
-    "segyio/little_endian/small-lsb.sgy", "segysak_f3/f3-ebcidctest.sgy", "segysak_f3/f3-withdead.sgy",
+    "segyio/f3.sgy",
+    "segyio/Format1msb.sgy",
+    "segyio/Format5msb.sgy",
+    "segyio/small.sgy",
+    "segyio/acute-small.sgy",
+    "segyio/tiny.sgy",
+    "segyio/little_endian/f3-lsb.sgy",
+    "segyio/little_endian/Format5lsb.sgy",
+    "segyio/little_endian/small-lsb.sgy",
+    "segysak_f3/f3-ebcidctest.sgy",
+    "segysak_f3/f3-withdead.sgy",
     "volve_equinor_licence/volve10-migvel-depth-sub3d.sgy",
     "segyio/edge_cases/long.sgy",  # 3 traces with junk inline/crossline numbers: binned as 3 live of 3x3
 ]
 NOT_A_CUBE = {  # segyio opens these, but they are gathers, not cubes: a clear error
-    "segyio/prestack/small-ps.sgy": "only post-stack", "segyio/prestack/small-ps-dec-il-xl-off.sgy": "only post-stack",
-    "segyio/prestack/1x1.sgy": "only post-stack", "segyio/prestack/1xN.sgy": "only post-stack",
-    "segyio/prestack/Mx1.sgy": "only post-stack", "segyio/edge_cases/shot-gather.sgy": "only post-stack",
-    "segyio/edge_cases/text.sgy": "no traces", "segyio/edge_cases/small.su": "not a SEG-Y file",
+    "segyio/prestack/small-ps.sgy": "only post-stack",
+    "segyio/prestack/small-ps-dec-il-xl-off.sgy": "only post-stack",
+    "segyio/prestack/1x1.sgy": "only post-stack",
+    "segyio/prestack/1xN.sgy": "only post-stack",
+    "segyio/prestack/Mx1.sgy": "only post-stack",
+    "segyio/edge_cases/shot-gather.sgy": "only post-stack",
+    "segyio/edge_cases/text.sgy": "no traces",
+    "segyio/edge_cases/small.su": "not a SEG-Y file",
     "segyio/edge_cases/rotated-small-rev2.sgy": "not a readable SEG-Y file",  # rev 2 extensions: segyio 1.9 fails
 }
 
@@ -37,8 +50,10 @@ def _headers(f):
 def test_round_trip_keeps_headers_and_samples(name, tmp_path):
     cube, geometry = read_segy(DATA / name)
     out = write_segy(tmp_path / "out.sgy", cube[0], geometry)
-    with segyio.open(DATA / name, ignore_geometry=True, endian=geometry.endian) as src, \
-            segyio.open(out, ignore_geometry=True, endian=geometry.endian) as dst:
+    with (
+        segyio.open(DATA / name, ignore_geometry=True, endian=geometry.endian) as src,
+        segyio.open(out, ignore_geometry=True, endian=geometry.endian) as dst,
+    ):
         assert dst.bin[segyio.BinField.Format] == 5  # IEEE float samples
         assert dst.tracecount == src.tracecount
         np.testing.assert_array_equal(dst.samples, src.samples)
