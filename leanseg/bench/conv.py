@@ -163,6 +163,11 @@ def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LeanSegError("--device cuda: no CUDA device is available")
+    malloc = "default"
+    if dev.type == "cpu":  # the fast path's allocator setting (see leanseg.nn._cext) applies to every row alike
+        from leanseg.nn import _cext
+
+        malloc = "tuned (256 MiB heap thresholds)" if _cext.tune_malloc() else "default"
     rows = []
     for d in dims:
         if d not in (2, 3):
@@ -173,7 +178,7 @@ def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=
             print(f"  measured d={d} C={c} at {batch}x{n}^{d}", flush=True)
     print(
         f"\nleanseg bench conv: {_machine(dev)}, {dtype}, stride 1, square C -> C; times are the best of "
-        f"{repeats}; (x) is the speed-up over dense"
+        f"{repeats}; (x) is the speed-up over dense; glibc malloc {malloc}"
     )
     print(format_table(rows, dev))
     bw = ", ".join(

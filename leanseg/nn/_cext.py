@@ -60,11 +60,31 @@ def _build(cc: str) -> Path:
     return lib
 
 
+# glibc serves blocks above 32 MiB with a fresh mmap and returns them on free, so every such activation (a 32 x 64^3
+# float32 tensor is 33.5 MiB) page-faults on first touch: for a bandwidth-bound layer that costs more than the layer.
+# Keeping blocks up to 256 MiB on the heap, and up to 256 MiB of free heap before trimming, removes that cost.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_THRESHOLD = 256 << 20
+
+
+def tune_malloc() -> bool:
+    """Apply the thresholds above (glibc only; LEANSEG_MALLOC_TUNE=0 opts out). True when applied."""
+    if os.environ.get("LEANSEG_MALLOC_TUNE", "1") == "0" or platform.system() != "Linux":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # musl and other libcs: nothing to tune
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MALLOC_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _MALLOC_THRESHOLD))
+
+
 @functools.cache
 def load():
-    """The loaded library, or None when it cannot be built here."""
+    """The loaded library, or None when it cannot be built here. Loading it also applies tune_malloc()."""
     if os.environ.get("LEANSEG_CEXT", "1") == "0":
         return None
+    tune_malloc()
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         warnings.warn(
