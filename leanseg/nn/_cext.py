@@ -111,4 +111,10 @@ def load():
         fn = getattr(lib, f"stencil_grad_{suffix}")
         fn.argtypes = [p, p, Grid, p, Grid, p, p, p, i64, i64, i64, c_int]
         fn.restype = None
+        fn = getattr(lib, f"channel_sums_{suffix}")
+        fn.argtypes = [p, p, p, i64, i64, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"affine2_{suffix}")
+        fn.argtypes = [p, p, p, p, p, p, i64, i64, i64, c_int]
+        fn.restype = None
     return lib

@@ -134,3 +134,60 @@ DEFINE_ENTRY_POINTS(float, f32)
 #define T double
 DEFINE_ENTRY_POINTS(double, f64)
 #undef T
+
+/* Instance norm on channels-last (N, V, C) data, the other bandwidth-bound layer of a lean network.
+ * channel_sums: sa[n, c] = sum_v a[n, v, c] and sab[n, c] = sum_v a[n, v, c] * b[n, v, c] (b = a gives the
+ * second moment; a = dy, b = x gives the sums of the backward pass). Blocks of voxels are summed in T, then
+ * added to float64 partial sums, one row of (2, N, C) per thread, zeroed and reduced by the caller.
+ * affine2: out = p * u + q * v + r with p, q, r per (n, c); v may be NULL (q unused). */
+#define NORM_BLOCK 64
+#define DEFINE_NORM(T, SUFFIX)                                                                                  \
+void channel_sums_##SUFFIX(double *restrict partial, const T *restrict a, const T *restrict b, int64_t n,    \
+                           int64_t v, int64_t c, int nthreads) {                                              \
+    int64_t blocks = (v + NORM_BLOCK - 1) / NORM_BLOCK;                                                       \
+    _Pragma("omp parallel num_threads(nthreads)")                                                             \
+    {                                                                                                         \
+        double *restrict acc = partial + (int64_t)omp_get_thread_num() * 2 * n * c;                           \
+        T *restrict bs = malloc(sizeof(T) * 2 * c);                                                           \
+        _Pragma("omp for schedule(static)")                                                                   \
+        for (int64_t job = 0; job < n * blocks; job++) {                                                      \
+            int64_t i = job / blocks, v0 = (job % blocks) * NORM_BLOCK;                                       \
+            int64_t v1 = v0 + NORM_BLOCK < v ? v0 + NORM_BLOCK : v;                                           \
+            for (int64_t k = 0; k < 2 * c; k++) bs[k] = 0;                                                    \
+            for (int64_t j = v0; j < v1; j++) {                                                               \
+                const T *restrict pa = a + (i * v + j) * c, *restrict pb = b + (i * v + j) * c;               \
+                _Pragma("omp simd")                                                                           \
+                for (int64_t k = 0; k < c; k++) {                                                             \
+                    bs[k] += pa[k];                                                                           \
+                    bs[c + k] += pa[k] * pb[k];                                                               \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int64_t k = 0; k < c; k++) {                                                                 \
+                acc[i * c + k] += bs[k];                                                                      \
+                acc[(n + i) * c + k] += bs[c + k];                                                            \
+            }                                                                                                 \
+        }                                                                                                     \
+        free(bs);                                                                                             \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+void affine2_##SUFFIX(T *out, const T *u, const T *v_, const T *p, const T *q, const T *r, int64_t n,        \
+                      int64_t v, int64_t c, int nthreads) {                                                   \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
+    for (int64_t row = 0; row < n * v; row++) {                                                               \
+        int64_t i = row / v;                                                                                  \
+        const T *restrict pu = u + row * c, *restrict pp = p + i * c, *restrict pr = r + i * c;               \
+        T *restrict po = out + row * c;                                                                       \
+        if (v_) {                                                                                             \
+            const T *restrict pv = v_ + row * c, *restrict pq = q + i * c;                                    \
+            _Pragma("omp simd")                                                                               \
+            for (int64_t k = 0; k < c; k++) po[k] = pp[k] * pu[k] + pq[k] * pv[k] + pr[k];                    \
+        } else {                                                                                              \
+            _Pragma("omp simd")                                                                               \
+            for (int64_t k = 0; k < c; k++) po[k] = pp[k] * pu[k] + pr[k];                                    \
+        }                                                                                                     \
+    }                                                                                                         \
+}
+
+DEFINE_NORM(float, f32)
+DEFINE_NORM(double, f64)

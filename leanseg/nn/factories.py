@@ -15,6 +15,7 @@ from torch import nn
 
 from leanseg.errors import LeanSegError
 from leanseg.nn.lean_conv import LeanConv
+from leanseg.nn.norm import InstanceNorm
 
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
@@ -25,7 +26,7 @@ CONV_KINDS = ("lean", "dense")
 
 # name -> {spatial_dims: class}; group norm is dimension-free and takes its group count first
 NORMS = {
-    "instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d},
+    "instance": {2: InstanceNorm, 3: InstanceNorm},  # ours keeps channels-last data channels-last (see norm.py)
     "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d},
     "group": {2: nn.GroupNorm, 3: nn.GroupNorm},
     "none": {2: nn.Identity, 3: nn.Identity},
