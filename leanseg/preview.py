@@ -12,6 +12,8 @@ import numpy as np
 
 from leanseg.io.image import write_image
 
+MIN_HEIGHT = 256  # pixels: panels of smaller volumes are enlarged by an integer factor
+
 # label colours (RGB) cycled by label value; 0 is never drawn
 _PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                      (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)], dtype=np.float32)
@@ -48,8 +50,11 @@ class OrthoSlices:
 
 
 def _render(image: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    lo, hi = np.percentile(image, (1, 99)) if image.size else (0.0, 1.0)
+    # window on the non-zero voxels: skull-stripped MRI is mostly exact zeros, which stay black
+    inside = image[image != 0]
+    lo, hi = np.percentile(inside, (1, 99)) if inside.size else (0.0, 1.0)
     grey = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)[..., None] * np.ones(3, np.float32) * 255
+    grey[image == 0] = 0
     colour = _PALETTE[(labels.astype(np.int64) - 1) % len(_PALETTE)]
     mask = (labels != 0)[..., None]
     rgb = np.where(mask, 0.55 * grey + 0.45 * colour, grey)
@@ -60,5 +65,9 @@ def save_preview(path: str | os.PathLike, panels: list[tuple[np.ndarray, np.ndar
     """Render ``(image, labels)`` 2D pairs side by side (4-pixel gaps) into one RGB PNG, atomically."""
     rendered = [_render(np.asarray(i, np.float32), np.asarray(lab)) for i, lab in panels]
     height = max(r.shape[0] for r in rendered)
+    zoom = -(-MIN_HEIGHT // height)  # small volumes are blown up, pixel by pixel, to a viewable size
+    if zoom > 1:
+        rendered = [r.repeat(zoom, 0).repeat(zoom, 1) for r in rendered]
+        height *= zoom
     padded = [np.pad(r, ((0, height - r.shape[0]), (0, 4), (0, 0))) for r in rendered]
     return write_image(path, np.concatenate(padded, axis=1)[:, :-4])

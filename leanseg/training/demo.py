@@ -42,23 +42,11 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def _preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
-    """Axial, coronal and sagittal flair slices through the tumour, prediction overlaid (ET red, NCR yellow,
-    ED green), side by side."""
-    from skimage.io import imsave
+    """Axial, coronal and sagittal flair slices through the tumour's centre, the prediction overlaid."""
+    from leanseg.preview import save_preview
 
     centre = np.argwhere(label > 0).mean(0).round().astype(int) if (label > 0).any() else np.array(label.shape) // 2
-    flair = image[3]
-    lo, hi = np.percentile(flair[flair != 0], [1, 99]) if (flair != 0).any() else (0, 1)
-    colours = {2: (0, 200, 0), 1: (230, 230, 0), 4: (230, 0, 0)}
-    tiles = []
-    for axis in range(3):
-        gray = np.clip((np.take(flair, centre[axis], axis) - lo) / (hi - lo + 1e-6), 0, 1)
-        rgb = np.repeat((gray * 255)[..., None], 3, -1)
-        lab = np.take(label, centre[axis], axis)
-        for value, colour in colours.items():
-            rgb[lab == value] = 0.5 * rgb[lab == value] + 0.5 * np.array(colour)
-        tiles.append(np.rot90(rgb).astype(np.uint8))
-    imsave(str(path), np.concatenate(tiles, 1), check_contrast=False)
+    save_preview(path, [(np.take(image[3], centre[a], a), np.take(label, centre[a], a)) for a in range(3)])
 
 
 def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None, progress: bool = True) -> dict:
