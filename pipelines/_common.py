@@ -37,6 +37,21 @@ class TaskConfig:
     hd95: bool = True  # report HD95 at validation (scipy distance transforms: cheap next to the forward)
 
 
+def seeded_cases(make, n: int, seed: int, size: int, prefix: str, **extra) -> list[dict]:
+    """``n`` generated cases ``{"id", "image", "label", **extra}``; case i is ``make(rng, size)`` with the generator
+    seeded by (seed, i), so a synthetic data set is a function of its seed."""
+    cases = []
+    for i in range(n):
+        image, label = make(np.random.default_rng([seed, i]), size)
+        cases.append({"id": f"{prefix}_{i:03d}", "image": image, "label": label, **extra})
+    return cases
+
+
+def synthetic_window(cfg: TaskConfig) -> tuple[int, ...]:
+    """Synthetic volumes are small: a window no larger than the volume, a multiple of 16 for 4 network levels."""
+    return tuple(min(w, max(16, cfg.synthetic_size // 16 * 16)) for w in cfg.window)
+
+
 def read_nifti(path: Path) -> np.ndarray:
     """The voxel array of a NIfTI file in the closest canonical (RAS) orientation, as `leanseg predict` sees it."""
     import nibabel as nib

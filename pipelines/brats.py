@@ -24,6 +24,8 @@ from pipelines._common import (
     check_labels,
     missing_error,
     read_nifti,
+    seeded_cases,
+    synthetic_window,  # noqa: F401  (part of the task's interface)
 )
 from pipelines._common import (
     evaluate_cases as evaluate,  # noqa: F401  (part of the task's interface)
@@ -123,14 +125,10 @@ def _discover_msd(root: Path) -> list[dict]:
 
 
 def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
-    """``n`` phantom cases (leanseg.synthetic.brats_phantom) in BraTS 2021 labels, case i seeded by (seed, i)."""
+    """``n`` cases of leanseg.synthetic.brats_phantom, case i seeded by (seed, i)."""
     from leanseg.synthetic import brats_phantom
 
-    cases = []
-    for i in range(n):
-        image, label = brats_phantom(np.random.default_rng([seed, i]), cfg.synthetic_size)
-        cases.append({"id": f"phantom_{i:03d}", "image": image, "label": label, "convention": "brats2021"})
-    return cases
+    return seeded_cases(brats_phantom, n, seed, cfg.synthetic_size, "phantom", convention="brats2021")
 
 
 class LoadCase:
@@ -207,8 +205,3 @@ def checkpoint_meta(cfg: Config) -> dict:
         "normalization": {"kind": "zscore", "nonzero": True},
         "window": list(cfg.window),
     }
-
-
-def synthetic_window(cfg: Config) -> tuple[int, ...]:
-    """Phantoms are small: a window no larger than the volume, rounded to a multiple of 16 for the 4 levels."""
-    return tuple(min(w, max(16, cfg.synthetic_size // 16 * 16)) for w in cfg.window)

@@ -24,6 +24,8 @@ from pipelines._common import (
     check_labels,
     missing_error,
     read_nifti,
+    seeded_cases,
+    synthetic_window,  # noqa: F401  (part of the task's interface)
 )
 from pipelines._common import evaluate_cases as evaluate  # noqa: F401  (part of the task's interface)
 
@@ -73,17 +75,12 @@ def read_cube(path: Path) -> np.ndarray:
 
 
 def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
+    """``n`` cases of leanseg.synthetic.seismic_faults, case i seeded by (seed, i)."""
     from leanseg.synthetic import seismic_faults
 
-    cases = []
-    for i in range(n):
-        image, label = seismic_faults(np.random.default_rng([seed, i]), cfg.synthetic_size)
-        cases.append({"id": f"faults_{i:03d}", "image": image, "label": label})
-    return cases
+    return seeded_cases(seismic_faults, n, seed, cfg.synthetic_size, "faults")
 
 
-def synthetic_window(cfg: Config) -> tuple[int, ...]:
-    return tuple(min(w, max(16, cfg.synthetic_size // 16 * 16)) for w in cfg.window)
 
 
 class LoadCase:

@@ -19,7 +19,9 @@ from pipelines._common import (
     batch_score,  # noqa: F401  (part of the task's interface)
     build_model,
     missing_error,
+    seeded_cases,
     softmax_dice_ce,
+    synthetic_window,  # noqa: F401  (part of the task's interface)
 )
 from pipelines._common import evaluate_cases as evaluate  # noqa: F401  (part of the task's interface)
 
@@ -89,17 +91,12 @@ def configure(cfg: Config, cases: list[dict]) -> Config:
 
 
 def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
+    """``n`` cases of leanseg.synthetic.shapes2d, case i seeded by (seed, i)."""
     from leanseg.synthetic import shapes2d
 
-    cases = []
-    for i in range(n):
-        image, label = shapes2d(np.random.default_rng([seed, i]), cfg.synthetic_size)
-        cases.append({"id": f"shapes_{i:03d}", "image": image, "label": label})
-    return cases
+    return seeded_cases(shapes2d, n, seed, cfg.synthetic_size, "shapes")
 
 
-def synthetic_window(cfg: Config) -> tuple[int, ...]:
-    return tuple(min(w, max(16, cfg.synthetic_size // 16 * 16)) for w in cfg.window)
 
 
 class LoadCase:
