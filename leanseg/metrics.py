@@ -25,6 +25,22 @@ def task_classes(task: str) -> dict:
     return {k: meta[k] for k in ("labels", "regions") if k in meta}
 
 
+def dice_hd95(pred, ref, spacing=None, hd95: bool = True):
+    """Dice and (optionally) HD95 per channel of binary masks ``(1, K, *spatial)`` (torch), by MONAI's metrics.
+
+    Dice of a class empty in both is 1; HD95 is NaN or inf where a mask is empty (undefined), None when not asked.
+    """
+    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    dice = compute_dice(pred, ref, include_background=True, ignore_empty=False)[0]
+    if not hd95:
+        return dice, None
+    with warnings.catch_warnings():  # MONAI warns for every empty class, and about its own deprecated arguments
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95, spacing=spacing)[0]
+    return dice, hd
+
+
 def _masks(label: np.ndarray, classes: dict[str, list[int]]) -> np.ndarray:
     return np.stack([np.isin(label, values) for values in classes.values()])
 
@@ -37,7 +53,6 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, labels
     value found in either file is a class. Dice of a class absent from both is 1.
     """
     import torch
-    from monai.metrics import compute_dice, compute_hausdorff_distance
 
     pred, pred_geometry = read_volume(prediction)
     ref, _ = read_volume(reference)
@@ -54,11 +69,8 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, labels
         return {}
     p = torch.from_numpy(_masks(pred, classes))[None].float()
     r = torch.from_numpy(_masks(ref, classes))[None].float()
-    dice = compute_dice(p, r, include_background=True, ignore_empty=False)[0]
     spacing = list(getattr(pred_geometry, "spacing", None) or [1.0] * (p.ndim - 2))
-    with warnings.catch_warnings():  # MONAI warns for every empty class; its HD95 is then reported as None
-        warnings.simplefilter("ignore")
-        hd = compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0]
+    dice, hd = dice_hd95(p, r, spacing)
 
     def number(x):
         x = float(x)

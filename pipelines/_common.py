@@ -132,16 +132,16 @@ def validate_case(model: nn.Module, image: torch.Tensor, label: torch.Tensor, cf
                   overlap: float = 0.5) -> dict[str, float]:
     """Sliding-window prediction of one whole (cropped) case and its Dice (and HD95) per output channel."""
     from monai.inferers import sliding_window_inference
-    from monai.metrics import compute_dice, compute_hausdorff_distance
+
+    from leanseg.metrics import dice_hd95
 
     logits = sliding_window_inference(image, cfg.window, sw_batch_size=2, predictor=model, overlap=overlap,
                                       mode="gaussian")
     pred = to_mask(logits, cfg.sigmoid)
     ref = target_mask(label, len(cfg.classes), cfg.sigmoid)
-    dice = compute_dice(pred, ref, include_background=True, ignore_empty=False)[0]
+    dice, hd = dice_hd95(pred, ref, hd95=cfg.hd95)
     out = {f"dice_{name}": float(d) for name, d in zip(cfg.classes, dice, strict=True)}
-    if cfg.hd95:
-        hd = compute_hausdorff_distance(pred, ref, include_background=True, percentile=95)[0]
+    if hd is not None:
         out |= {f"hd95_{name}": float(h) for name, h in zip(cfg.classes, hd, strict=True)}
     return out
 
