@@ -39,6 +39,10 @@ class ConvNormAct(nn.Module):
         self.conv = conv_layer(conv, spatial_dims, in_channels, out_channels, stride, bias=not has_norm(norm))
         self.norm = norm_layer(norm, spatial_dims, out_channels)
         self.act = act_layer(act)
+        if has_norm(norm) and hasattr(self.act, "inplace"):
+            # the norm's output is a fresh tensor that neither norm keeps for its backward: activating it in place
+            # saves one activation-sized buffer per block
+            self.act.inplace = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
