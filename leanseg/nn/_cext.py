@@ -23,6 +23,13 @@ _SOURCE = Path(__file__).with_name("_stencil.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
 
+def suffix(dtype) -> str | None:
+    """The C kernels' name suffix for a torch dtype ("f32", "f64"), or None where they have none."""
+    import torch
+
+    return {torch.float32: "f32", torch.float64: "f64"}.get(dtype)
+
+
 class Grid(ctypes.Structure):
     _fields_ = [
         ("n", ctypes.c_int64),

@@ -15,8 +15,6 @@ import torch
 from leanseg.nn import _cext
 from leanseg.nn.functional import shifted, stencil_channels_last
 
-_CTYPES = {torch.float32: "f32", torch.float64: "f64"}
-
 
 def _taps(d: int, adjoint: bool):
     """(axis, sign) of the 2d taps in the order of S's columns, axes counted in the (D, H, W) view."""
@@ -43,7 +41,7 @@ def _grid(t: torch.Tensor) -> _cext.Grid:
 
 
 def _use_c(t: torch.Tensor):
-    return _cext.load() if t.dtype in _CTYPES else None
+    return _cext.load() if _cext.suffix(t.dtype) else None
 
 
 def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False):
@@ -54,7 +52,7 @@ def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False):
         return _gather_torch_(out, inp, taps_t, stride, adjoint)
     axis, sign = _taps(d, adjoint)
     mul, div = (stride, 1) if not adjoint else (1, stride)
-    fn = getattr(lib, f"stencil_gather_{_CTYPES[out.dtype]}")
+    fn = getattr(lib, f"stencil_gather_{_cext.suffix(out.dtype)}")
     zeros = out.new_zeros(taps_t.shape[1])  # the source row of taps that fall outside the input
     fn(
         out.data_ptr(),
@@ -91,7 +89,7 @@ def stencil_grad(g, inp, stride: int):
     threads = torch.get_num_threads()
     partial = torch.zeros(threads, 2 * d, m, dtype=torch.float64)
     axis, sign = _taps(d, False)
-    fn = getattr(lib, f"stencil_grad_{_CTYPES[g.dtype]}")
+    fn = getattr(lib, f"stencil_grad_{_cext.suffix(g.dtype)}")
     zeros = g.new_zeros(m)
     fn(
         partial.data_ptr(),

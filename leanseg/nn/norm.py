@@ -15,8 +15,6 @@ from torch import nn
 
 from leanseg.nn import _cext
 
-_CTYPES = {torch.float32: "f32", torch.float64: "f64"}
-
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor | None:
     """(N, V, C) view of a channels-last x, or None when x is not laid out that way."""
@@ -29,7 +27,9 @@ def _sums(lib, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     n, v, c = a.shape
     threads = torch.get_num_threads()
     partial = torch.zeros(threads, 2, n, c, dtype=torch.float64)
-    getattr(lib, f"channel_sums_{_CTYPES[a.dtype]}")(partial.data_ptr(), a.data_ptr(), b.data_ptr(), n, v, c, threads)
+    getattr(lib, f"channel_sums_{_cext.suffix(a.dtype)}")(
+        partial.data_ptr(), a.data_ptr(), b.data_ptr(), n, v, c, threads
+    )
     total = partial.sum(0)
     return total[0], total[1]
 
@@ -39,9 +39,18 @@ def _affine(lib, out, u, p, r, v=None, q=None) -> None:
     n, vox, c = u.shape
     p, r = p.to(u.dtype).contiguous(), r.to(u.dtype).contiguous()
     q = q.to(u.dtype).contiguous() if q is not None else None
-    getattr(lib, f"affine2_{_CTYPES[u.dtype]}")(out.data_ptr(), u.data_ptr(), v.data_ptr() if v is not None else None,
-                                                 p.data_ptr(), q.data_ptr() if q is not None else None, r.data_ptr(),
-                                                 n, vox, c, torch.get_num_threads())
+    getattr(lib, f"affine2_{_cext.suffix(u.dtype)}")(
+        out.data_ptr(),
+        u.data_ptr(),
+        v.data_ptr() if v is not None else None,
+        p.data_ptr(),
+        q.data_ptr() if q is not None else None,
+        r.data_ptr(),
+        n,
+        vox,
+        c,
+        torch.get_num_threads(),
+    )
 
 
 class _InstanceNormCL(torch.autograd.Function):
@@ -98,7 +107,7 @@ class InstanceNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lib = _cext.load() if x.device.type == "cpu" and x.dtype in _CTYPES else None
+        lib = _cext.load() if x.device.type == "cpu" and _cext.suffix(x.dtype) else None
         if lib is not None and x.dim() in (4, 5) and _channels_last(x) is not None:
             return _InstanceNormCL.apply(x, self.weight, self.bias, self.eps, lib)
         return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)

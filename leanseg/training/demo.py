@@ -26,21 +26,6 @@ class DemoConfig:
     seed: int = 0
 
 
-def _labels_from_regions(prob: np.ndarray) -> np.ndarray:
-    """(3, ...) WT/TC/ET probabilities -> BraTS 2021 labels (ET 4 inside TC 1 inside WT 2)."""
-    wt, tc, et = prob > 0.5
-    label = np.zeros(wt.shape, np.uint8)
-    label[wt] = 2
-    label[wt & tc] = 1
-    label[wt & tc & et] = 4
-    return label
-
-
-def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
-    total = pred.sum() + ref.sum()
-    return 1.0 if total == 0 else float(2 * (pred & ref).sum() / total)
-
-
 def _preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
     """Axial, coronal and sagittal flair slices through the tumour's centre, the prediction overlaid."""
     from leanseg.preview import save_preview
@@ -50,12 +35,14 @@ def _preview(image: np.ndarray, label: np.ndarray, path: Path) -> None:
 
 
 def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None, progress: bool = True) -> dict:
-    """Train, predict the held-out phantoms, write NIfTI + PNG for the first one; returns Dice per region."""
+    """Train, write the held-out phantoms as NIfTI, predict and score them; a PNG of the first one.
+
+    Returns Dice per region and case."""
     import nibabel as nib
-    import torch
 
     from leanseg.checkpoint import load_model
-    from leanseg.inference import sliding_window_predict
+    from leanseg.metrics import evaluate
+    from leanseg.prediction import predict
     from leanseg.training import TrainConfig, train
 
     cfg = config or DemoConfig()
@@ -69,27 +56,22 @@ def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None,
                    model_kwargs={"features": tuple(cfg.features)}, hd95=False)
     train_s = time.perf_counter() - t0
 
-    model, meta = load_model(out / "run" / "best.safetensors")
+    # the held-out phantoms go through what a user runs: NIfTI files -> leanseg.predict -> leanseg.metrics.evaluate
+    checkpoint = load_model(out / "run" / "best.safetensors")
     rows = []
     for i in range(cfg.heldout):
         # seeds far from the training cases' (seed, 0..cases-1)
         image, truth = brats_phantom(np.random.default_rng([cfg.seed, 1_000_000 + i]), cfg.size)
-        x = torch.from_numpy(image)
-        brain = (x != 0).any(0)
-        for c in range(4):  # z-score inside the brain, as training did
-            v = x[c][brain]
-            x[c][brain] = (v - v.mean()) / (v.std() + 1e-8)
-        prob = sliding_window_predict(model, x[None], meta["window"], activation="sigmoid")[0].numpy()
-        pred = _labels_from_regions(prob) * brain.numpy()
-        regions = {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}
-        rows.append({r: _dice(np.isin(pred, v), np.isin(truth, v)) for r, v in regions.items()})
+        stem = out / f"heldout_{i:03d}"
+        files = [Path(f"{stem}_{name}.nii.gz") for name in BRATS_MODALITIES]
+        for path, channel in zip(files, image, strict=True):
+            nib.save(nib.Nifti1Image(channel, np.eye(4)), path)
+        nib.save(nib.Nifti1Image(truth, np.eye(4)), f"{stem}_seg.nii.gz")
+        pred = predict(files, checkpoint, output=f"{stem}_pred.nii.gz", progress=False)
+        scores = evaluate(pred, f"{stem}_seg.nii.gz", regions=checkpoint[1]["regions"])
+        rows.append({r: scores[r]["dice"] for r in ("WT", "TC", "ET")})
         if i == 0:
-            affine = np.eye(4)
-            for name, channel in zip(BRATS_MODALITIES, image, strict=True):
-                nib.save(nib.Nifti1Image(channel, affine), out / f"heldout_000_{name}.nii.gz")
-            nib.save(nib.Nifti1Image(truth, affine), out / "heldout_000_seg.nii.gz")
-            nib.save(nib.Nifti1Image(pred.astype(np.uint8), affine), out / "heldout_000_pred.nii.gz")
-            _preview(image, pred, out / "heldout_000_preview.png")
+            _preview(image, np.asarray(nib.load(pred).dataobj), out / "heldout_000_preview.png")
     mean = {r: float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}
     return {"per_case": rows, "mean": mean, "mean_dice": float(np.mean(list(mean.values()))),
             "train_seconds": train_s, "total_seconds": time.perf_counter() - t0,
