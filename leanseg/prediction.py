@@ -11,9 +11,11 @@ import os
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from leanseg.checkpoint import CheckpointMeta
 from leanseg.errors import LeanSegError
 from leanseg.io import (
     SegyReader,
@@ -23,7 +25,6 @@ from leanseg.io import (
     find_case_files,
     full_suffix,
     kind_of,
-    label_dtype,
     read_volume,
     stem,
     write_nifti,
@@ -61,64 +62,20 @@ def resolve_device(device: str):
         raise LeanSegError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
 
 
-class Decoder:
-    """Network outputs -> the task's labels, as the checkpoint's config says.
-
-    ``labels`` {name: value} in output order: softmax, argmax, value. ``regions`` {name: [values]}, largest first:
-    sigmoid, threshold 0.5, and each region paints the label values it does not share with a later region
-    (BraTS WT/TC/ET -> edema, necrosis, enhancing). Neither: softmax and argmax index.
-    """
-
-    def __init__(self, meta: dict, out_channels: int):
-        self.regions = [list(v) for v in meta.get("regions", {}).values()]
-        labels = list(meta.get("labels", {}).values()) if "labels" in meta else list(range(out_channels))
-        self.activation = "sigmoid" if self.regions else "softmax"
-        count = len(self.regions) or len(labels)
-        if count != out_channels:
-            raise LeanSegError(f"checkpoint config names {count} outputs but the model has {out_channels}")
-        self.paint = [min(set(r) - {v for later in self.regions[i + 1:] for v in later}, default=max(r))
-                      for i, r in enumerate(self.regions)]
-        self.lut = np.asarray(labels, dtype=np.int64)
-        self.dtype = label_dtype(int(max(self.paint or labels or [0])))
-
-    def __call__(self, probs) -> np.ndarray:
-        """``(K, *spatial)`` probabilities (torch) -> ``(*spatial)`` integer labels."""
-        if self.regions:
-            out = np.zeros(probs.shape[1:], dtype=self.dtype)
-            for channel, value in enumerate(self.paint):
-                out[(probs[channel] > 0.5).numpy()] = value
-            return out
-        return self.lut[probs.argmax(0).numpy()].astype(self.dtype)
-
-
-def normalizer(meta: dict, stats_from: np.ndarray | None = None):
-    """The checkpoint's intensity normalisation as a MONAI transform (None for "none").
-
-    ``stats_from``: for streamed cubes, a sample whose mean/std stand for the whole volume's.
-    """
-    from monai.transforms import NormalizeIntensity
-
-    spec = meta.get("normalization") or "none"
-    spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
-    kind, nonzero = spec.get("kind", "none"), bool(spec.get("nonzero", False))
-    if kind == "none":
-        return None
-    if kind == "fixed":
-        return NormalizeIntensity(subtrahend=spec["mean"], divisor=spec["std"], channel_wise=True)
-    if kind != "zscore":
-        raise LeanSegError(f"checkpoint normalization {kind!r} is unknown (none, zscore, fixed)")
-    if stats_from is None:
-        return NormalizeIntensity(nonzero=nonzero, channel_wise=True)
-    mean, std = [], []
-    for channel in stats_from:
-        values = channel[channel != 0] if nonzero else channel.ravel()
-        mean.append(float(values.mean()) if values.size else 0.0)
-        std.append(float(values.std()) or 1.0 if values.size else 1.0)
-    return NormalizeIntensity(subtrahend=mean, divisor=std, nonzero=nonzero, channel_wise=True)
-
-
 def _apply(norm, array: np.ndarray) -> np.ndarray:
     return array if norm is None else np.asarray(norm(array), dtype=np.float32)
+
+
+def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
+    """(network, meta) from a checkpoint path or a (network, meta) pair whose meta is a CheckpointMeta or its JSON."""
+    from leanseg.checkpoint import load_model
+
+    if isinstance(model, str | os.PathLike):
+        return load_model(model)
+    if not isinstance(model, tuple | list) or len(model) != 2:
+        raise LeanSegError("model must be a checkpoint path or a (model, meta) pair as leanseg.load_model returns")
+    net, meta = model
+    return net, meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_json(meta, source="model meta")
 
 
 def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
@@ -131,7 +88,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         inputs: a NIfTI file (3D, or 4D with channels last), several NIfTI files (one per channel, in the
             checkpoint's channel order), a case folder (files found by the checkpoint's channel names), a SEG-Y
             cube or a 2D image.
-        model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair.
+        model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
+            returns it.
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
@@ -141,58 +99,55 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         slab, halo: SEG-Y streaming: inlines written per step and inlines of context read on each side (default:
             the window less two halos; an eighth of the window), see ``leanseg.inference.predict_streaming``.
     """
-    from leanseg.checkpoint import load_model
-
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
-    net, meta = load_model(model) if isinstance(model, str | os.PathLike) else model
+    net, meta = _checkpoint(model)
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
     sources = list(inputs)
     if kind == "folder":
-        sources = find_case_files(inputs[0], meta.get("channels") or [])
+        sources = find_case_files(inputs[0], meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
     for out in outputs:
         check_output(out, sources)
-    kwargs = meta.get("model_kwargs", {})
-    in_channels, out_channels = kwargs.get("in_channels"), kwargs.get("out_channels")
-    decoder = Decoder(meta, out_channels)
-    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=decoder.activation, device=dev,
+    labels = meta.label_manager
+    in_channels = meta.in_channels
+    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
                    amp=amp)
     net = net.to(dev)
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
-        _predict_segy(inputs[0], net, meta, decoder, outputs, window, (slab, halo), in_channels, options, progress)
+        _predict_segy(inputs[0], net, meta, outputs, window, (slab, halo), options, progress)
         return output
     array, geometry = read_volume(sources)
     where = ", ".join(str(p) for p in sources)
     if in_channels is not None and array.shape[0] != in_channels:
         raise LeanSegError(f"{where}: {array.shape[0]} channel(s) but the checkpoint expects {in_channels}"
-                           f" ({', '.join(meta.get('channels') or [])})")
-    if kwargs.get("spatial_dims", array.ndim - 1) != array.ndim - 1:
-        raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {kwargs['spatial_dims']}D model")
-    probs = _predict_array(net, _apply(normalizer(meta), array), meta, window, options, progress)
-    labels = decoder(probs)
-    write_volume(output, labels, geometry)
+                           f" ({', '.join(meta.channels)})")
+    if meta.spatial_dims not in (None, array.ndim - 1):
+        raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
+    probs = _predict_array(net, _apply(meta.normalization.transform(), array), meta, window, options, progress)
+    label_map = labels.decode(probs)
+    write_volume(output, label_map, geometry)
     if probabilities:
         write_volume(outputs[1], probs.numpy(), geometry)
     if preview:
-        slices = OrthoSlices(labels.shape)
-        slices.add(0, array[0], labels)
+        slices = OrthoSlices(label_map.shape)
+        slices.add(0, array[0], label_map)
         slices.save(outputs[-1])
     return output
 
 
-def _window(meta: dict, window, ndim: int):
-    window = window or meta.get("window") or 128
+def _window(meta: CheckpointMeta, window, ndim: int):
+    window = window or meta.window or 128
     return (window,) * ndim if isinstance(window, int) else tuple(window)
 
 
-def _predict_array(net, array: np.ndarray, meta: dict, window, options: dict, progress: bool):
+def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options: dict, progress: bool):
     import torch
 
     from leanseg.inference import sliding_window_predict
@@ -201,8 +156,8 @@ def _predict_array(net, array: np.ndarray, meta: dict, window, options: dict, pr
     return sliding_window_predict(net, x, _window(meta, window, array.ndim - 1), progress=progress, **options)[0]
 
 
-def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[Path], window, slab_halo,
-                  in_channels: int | None, options: dict, progress: bool) -> None:
+def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
+                  progress: bool) -> None:
     """Stream a SEG-Y cube: read inline slabs lazily, write labels (and probabilities) slab by slab."""
     from leanseg.inference import predict_streaming
 
@@ -212,11 +167,12 @@ def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[P
         raise LeanSegError(f"{output}: a SEG-Y prediction is written as .sgy, .npy or NIfTI")
     with SegyReader(path) as reader, ExitStack() as stack:
         geometry = reader.geometry
-        if in_channels not in (None, 1):
-            raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {in_channels}")
+        if meta.in_channels not in (None, 1):
+            raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {meta.in_channels}")
+        decoder = meta.label_manager
         # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
         picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
-        norm = normalizer(meta, stats_from=np.stack([reader.read(i, i + 1)[0] for i in picks])[None])
+        norm = meta.normalization.transform(stats_from=np.stack([reader.read(i, i + 1)[0] for i in picks])[None])
         live = geometry.live
         if kind == "segy":
             labels_out = stack.enter_context(SegyWriter(stack.enter_context(atomic_path(output)), geometry))
@@ -228,7 +184,7 @@ def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[P
             labels_out = np.zeros(geometry.shape, dtype=decoder.dtype)
         probs_out = None
         if len(outputs) > 1 and outputs[1].name.endswith("_probs.npy"):
-            shape = (meta["model_kwargs"]["out_channels"], *geometry.shape)
+            shape = (decoder.num_outputs, *geometry.shape)
             probs_out = np.lib.format.open_memmap(stack.enter_context(atomic_path(outputs[1])), "w+", np.float32, shape)
             stack.callback(probs_out.flush)
         slices = OrthoSlices(geometry.shape) if outputs[-1].name.endswith("_preview.png") else None
@@ -237,7 +193,7 @@ def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[P
             return _apply(norm, reader.read(lo, hi)[None])
 
         def write(start, probs):
-            labels = decoder(probs)
+            labels = decoder.decode(probs)
             stop = start + len(labels)
             labels[~live[start:stop]] = 0
             if kind == "segy":

@@ -100,6 +100,8 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
     shape = parse_input(input_shape)
     rows = []
     for name in available():
+        if name.startswith("monai_"):  # MONAI's networks have no lean/dense twin; bench unet compares them
+            continue
         counts = {}
         for conv in ("lean", "dense"):
             kwargs = {"spatial_dims": len(shape) - 1, "in_channels": shape[0], "conv": conv,

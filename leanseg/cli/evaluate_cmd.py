@@ -34,17 +34,18 @@ def evaluate_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="also write the scores as JSON here ('-': stdout)"),
 ):
     """Dice and HD95 (MONAI) per class or region; default: every non-zero label value present."""
-    from leanseg.metrics import evaluate, format_table, task_classes
+    from leanseg.labels import LabelManager
+    from leanseg.metrics import evaluate, format_table, task_labels
 
-    classes = {"labels": _json_option(labels, "labels"), "regions": _json_option(regions, "regions")}
+    given = {"labels": _json_option(labels, "labels"), "regions": _json_option(regions, "regions")}
+    manager = LabelManager(**{k: v for k, v in given.items() if v}) if any(given.values()) else None
     if task is not None:
-        classes.update(task_classes(task))
+        manager = task_labels(task)
     if model is not None:
         from leanseg.checkpoint import read_meta
 
-        meta = read_meta(model)
-        classes.update({k: meta[k] for k in ("labels", "regions") if k in meta})
-    scores = evaluate(prediction, reference, labels=classes["labels"], regions=classes["regions"])
+        manager = read_meta(model).label_manager
+    scores = evaluate(prediction, reference, labels=manager)
     typer.echo(format_table(scores))
     if json_path is not None:
         text = json.dumps({"prediction": str(prediction), "reference": str(reference), "scores": scores}, indent=2)

@@ -1,4 +1,4 @@
-"""``leanseg train``: train a task of pipelines/ on a data folder or on built-in synthetic cases."""
+"""``leanseg train``: train a registered task (leanseg.tasks) on a data folder or on built-in synthetic cases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from leanseg.cli.main import app
 from leanseg.errors import LeanSegError
-from pipelines import describe
+from leanseg.tasks import describe
 
 _TASKS = "; ".join(f"{name}: {desc}" for name, desc in describe().items())
 
@@ -43,12 +43,12 @@ def train_cmd(
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
-    from pipelines import get_task
+    from leanseg.tasks import task_class
 
-    mod = get_task(task)  # an unknown name fails here, before torch is imported
+    cls = task_class(task)  # an unknown name fails here
     options = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule}
     options = {k: v for k, v in options.items() if v is not None}
-    dims = mod.Config().spatial_dims
+    dims = cls.Config().spatial_dims
     win = _ints(window, "--window")
     if win is not None:
         options["window"] = win * dims if len(win) == 1 else win

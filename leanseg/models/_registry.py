@@ -33,10 +33,18 @@ def available() -> list[str]:
 
 
 def create(name: str, **kwargs):
-    """Build the registered model ``name`` with ``kwargs``; an unknown name gets a 'did you mean' error."""
+    """Build the registered model ``name`` with ``kwargs``; an unknown name gets a 'did you mean' error.
+
+    The model records how it was built (``model.build_spec``, as timm's ``pretrained_cfg``), so
+    ``leanseg.save_model(model, path)`` needs nothing more to write a checkpoint that rebuilds it.
+    """
+    from leanseg.checkpoint import ModelSpec
+
     fn = _MODELS.get(name)
     if fn is None:
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; available: {', '.join(available())}"
         raise LeanSegError(f"unknown model {name!r}{hint}")
-    return fn(**kwargs)
+    model = fn(**kwargs)
+    model.build_spec = ModelSpec(name, dict(kwargs))
+    return model

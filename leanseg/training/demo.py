@@ -68,7 +68,7 @@ def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None,
             nib.save(nib.Nifti1Image(channel, np.eye(4)), path)
         nib.save(nib.Nifti1Image(truth, np.eye(4)), f"{stem}_seg.nii.gz")
         pred = predict(files, checkpoint, output=f"{stem}_pred.nii.gz", progress=False)
-        scores = evaluate(pred, f"{stem}_seg.nii.gz", regions=checkpoint[1]["regions"])
+        scores = evaluate(pred, f"{stem}_seg.nii.gz", labels=checkpoint[1].label_manager)
         rows.append({r: scores[r]["dice"] for r in ("WT", "TC", "ET")})
         if i == 0:
             _preview(image, np.asarray(nib.load(pred).dataobj), out / "heldout_000_preview.png")

@@ -164,11 +164,11 @@ def test_regions_become_labels(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
     ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels=None, window=[8, 8, 8])
     meta = json.loads(__import__("safetensors").safe_open(str(ckpt), "pt").metadata()["leanseg"])
-    from leanseg.prediction import Decoder
+    from leanseg.labels import LabelManager
 
-    decoder = Decoder({"regions": {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}}, 3)
+    decoder = LabelManager(regions={"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]})
     probs = torch.tensor([[0.9, 0.9, 0.9, 0.1], [0.1, 0.9, 0.9, 0.1], [0.1, 0.1, 0.9, 0.9]])  # ET outside WT too
-    np.testing.assert_array_equal(decoder(probs), [2, 1, 4, 4])
+    np.testing.assert_array_equal(decoder.decode(probs), [2, 1, 4, 4])
     assert meta["model"] == "tiny_test_net"
 
 

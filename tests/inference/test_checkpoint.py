@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
     path = save_model(model, tmp_path / "m.safetensors", model="lean_unet", model_kwargs=KWARGS, **meta)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left behind
     loaded, got = load_model(path)
-    assert {k: got[k] for k in meta} == meta and got["model_kwargs"] == KWARGS
+    assert got.to_json() | meta == got.to_json() and got.model_kwargs == KWARGS
     assert not loaded.training
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=k)
@@ -33,9 +33,23 @@ def test_round_trip(tmp_path):
         assert json.loads(f.metadata()["leanseg"])["model"] == "lean_unet"
 
 
-def test_needs_model_name(tmp_path):
-    with pytest.raises(ValueError, match="model_kwargs"):
-        save_model(_unet(), tmp_path / "m.safetensors", model="lean_unet")
+def test_a_created_model_saves_itself(tmp_path):
+    model = _unet()
+    path = save_model(model, tmp_path / "m.safetensors")  # create() recorded its name and arguments
+    loaded, meta = load_model(path)
+    assert meta.model == "lean_unet" and loaded.config == model.config
+    x = torch.randn(1, 2, 9, 10, 11)
+    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+
+
+def test_a_model_from_outside_the_registry_is_refused(tmp_path):
+    with pytest.raises(LeanSegError, match="register its constructor"):
+        save_model(torch.nn.Conv3d(2, 3, 3), tmp_path / "m.safetensors")
+
+
+def test_save_into_a_missing_folder(tmp_path):
+    with pytest.raises(LeanSegError, match="does not exist"):
+        save_model(_unet(), tmp_path / "no" / "m.safetensors")
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "not_leanseg", "wrong_weights"])
