@@ -22,6 +22,9 @@ from leanseg.io._files import atomic_path
 from leanseg.labels import LabelManager
 
 FORMAT = "leanseg-checkpoint"
+# Refuse, before allocating, a config that asks for more weights than any segmentation network needs (2 GB float32):
+# a checkpoint's JSON is untrusted input, and "features": [100000] must not take the machine down.
+MAX_WEIGHTS = 500_000_000
 VERSION = 1
 _KEY = "leanseg"  # the safetensors metadata entry that holds the JSON config
 NORMALIZATIONS = ("none", "zscore", "fixed")
@@ -148,6 +151,16 @@ class CheckpointMeta:
             manager = LabelManager(labels=dict(self.labels), regions=dict(self.regions))
             object.__setattr__(self, "labels", manager.labels)
             object.__setattr__(self, "regions", manager.regions)
+        for name in ("spatial_dims", "in_channels", "out_channels", "num_classes"):
+            value = self.model_kwargs.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
+                raise LeanSegError(f"checkpoint model_kwargs {name}={value!r} is not an integer in 1..4096")
+        if self.window is not None and self.spatial_dims is not None and len(self.window) != self.spatial_dims:
+            raise LeanSegError(f"checkpoint 'window' {list(self.window)} does not fit a {self.spatial_dims}D model")
+        channels = self.in_channels
+        if self.normalization.kind == "fixed" and channels is not None and len(self.normalization.mean) != channels:
+            raise LeanSegError(f"checkpoint fixed normalization has {len(self.normalization.mean)} values for "
+                               f"{channels} input channels")
 
     # -------------------------------------------------------------------------------------------------- views
     @property
@@ -274,6 +287,7 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
 
 def load_model(path: str | os.PathLike):
     """Rebuild the model of a checkpoint on the CPU in eval mode; returns ``(model, meta)``."""
+    import torch
     from safetensors.torch import load_file
 
     import leanseg.models  # registers the models
@@ -281,11 +295,18 @@ def load_model(path: str | os.PathLike):
     path = Path(path)
     meta = read_meta(path)
     try:
+        with torch.device("meta"):  # count the weights the config asks for without allocating them
+            probe = leanseg.models.create(meta.model, **meta.model_kwargs)
+        count = sum(t.numel() for t in [*probe.parameters(), *probe.buffers()])
+        if count > MAX_WEIGHTS:
+            raise LeanSegError(f"its config asks for {count:,} weights (more than {MAX_WEIGHTS:,}); "
+                               "refusing to build it")
         model = leanseg.models.create(meta.model, **meta.model_kwargs)
     except LeanSegError as err:
         raise LeanSegError(f"{path}: {err}") from None
-    except (TypeError, ValueError) as err:
-        raise LeanSegError(f"{path}: cannot build model {meta.model!r} from its config ({err})") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LeanSegError(f"{path}: cannot build model {meta.model!r} from its config ({first})") from None
     try:
         weights = load_file(str(path))
         model.load_state_dict(weights, strict=True)

@@ -70,3 +70,40 @@ def test_bad_checkpoints(tmp_path, damage):
     with pytest.raises(LeanSegError) as err:
         load_model(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def _forged(tmp_path, **changes):
+    """A valid checkpoint whose JSON config was edited (as an attacker or a careless script would)."""
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_unet(), tmp_path / "m.safetensors", window=[8, 8, 8])
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["leanseg"])
+    for key, value in changes.items():
+        if key.startswith("kw_"):
+            config["model_kwargs"][key[3:]] = value
+        else:
+            config[key] = value
+    save_file(load_file(str(path)), str(path), metadata={"leanseg": json.dumps(config)})
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"kw_features": [100000, 100000]}, "refusing to build"),  # 1e10 weights: counted on the meta device
+    ({"kw_act": ["prelu", {"num_parameters": 600000000}]}, "refusing to build"),
+    ({"kw_in_channels": 10**12}, "in_channels"),
+    ({"kw_out_channels": 3 * 10**9}, "out_channels"),
+    ({"window": [0, 8, 8]}, "window"),
+    ({"window": "abc"}, "window"),
+    ({"window": [48.5, 8, 8]}, "window"),
+    ({"window": [8, 8]}, "does not fit a 3D model"),
+    ({"regions": {"WT": []}}, "non-empty list"),
+    ({"labels": {"a": "zero", "b": 1}}, "label values must be integers"),
+    ({"normalization": {"kind": "fixed", "mean": [0.0], "std": [1.0]}}, "input channels"),
+    ({"normalization": "minmax"}, "unknown"),
+])
+def test_forged_configs_are_refused_before_anything_is_allocated(tmp_path, changes, message):
+    path = _forged(tmp_path, **changes)
+    with pytest.raises(LeanSegError, match=message) as err:
+        load_model(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
