@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from leanseg.errors import LeanSegError
-from leanseg.io import read_nifti
+from leanseg.io import stem
+from leanseg.io.cube import CUBE_SUFFIXES, read_cube
 from leanseg.tasks import Task, TaskConfig
 from pipelines._common import missing_error, seeded_cases
-
-_SUFFIXES = (".dat", ".npy", ".nii", ".nii.gz")
 
 
 @dataclass
@@ -35,33 +34,18 @@ class Config(TaskConfig):
     normalization: object = "zscore"  # per cube: amplitudes vary by survey and gain
 
 
-def _stem(path: Path) -> str:
-    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
-
-
 def discover(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise LeanSegError(f"{root}: not a folder")
-    seis = {_stem(p): p for p in sorted((root / "seis").glob("*")) if p.name.endswith(_SUFFIXES)}
+    seis = {stem(p): p for p in sorted((root / "seis").glob("*")) if p.name.endswith(CUBE_SUFFIXES)}
     if not seis:
         raise LeanSegError(f"{root}: no seismic cubes; expected seis/NAME.dat (or .npy, .nii.gz) and fault/NAME.*")
-    faults = {_stem(p): p for p in sorted((root / "fault").glob("*")) if p.name.endswith(_SUFFIXES)}
+    faults = {stem(p): p for p in sorted((root / "fault").glob("*")) if p.name.endswith(CUBE_SUFFIXES)}
     missing = [f"fault/{name}{''.join(p.suffixes)}" for name, p in seis.items() if name not in faults]
     if missing:
         raise missing_error("label cubes", root, missing)
     return [{"id": name, "image": str(p), "label": str(faults[name])} for name, p in seis.items()]
-
-
-def read_cube(path: Path) -> np.ndarray:
-    if path.suffix == ".dat":  # FaultSeg3D: headerless float32 cubes
-        n = round((path.stat().st_size / 4) ** (1 / 3))
-        if n**3 * 4 != path.stat().st_size:
-            raise LeanSegError(f"{path}: {path.stat().st_size} bytes is not a float32 cube")
-        return np.fromfile(path, "<f4").reshape(n, n, n)
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    return read_nifti(path)[0][0]
 
 
 class LoadCase:
