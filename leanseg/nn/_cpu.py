@@ -12,8 +12,8 @@ import math
 
 import torch
 
+from kernels3d.reference import shifted, stencil_channels_last
 from leanseg.nn import _cext
-from leanseg.nn.functional import shifted, stencil_channels_last
 
 
 def _taps(d: int, adjoint: bool):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from leanseg.nn.functional import STRIDES, dense_weight, lean_conv
+from kernels3d.reference import STRIDES, dense_weight
+from leanseg.nn.functional import lean_conv
 
 
 class LeanConv(nn.Module):
@@ -54,13 +55,7 @@ class LeanConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"input must have {self.spatial_dims + 2} dims for spatial_dims={self.spatial_dims}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"input has {x.shape[1]} channels, expected in_channels={self.in_channels}")
+        # the shapes are checked once, by the dispatcher (the stencil's width fixes the spatial dims)
         return lean_conv(x, self.weight, self.stencil, self.bias, self.stride)  # (N, C_out, *out)
 
     def dense_weight(self) -> torch.Tensor:
