@@ -7,11 +7,10 @@ task module only when it is asked for.
 
 from __future__ import annotations
 
-import difflib
 from importlib import import_module
 from types import ModuleType
 
-from leanseg.errors import LeanSegError
+from leanseg.options import look_up_option
 
 # name -> (module, one-line description)
 TASKS: dict[str, tuple[str, str]] = {
@@ -34,9 +33,5 @@ def describe() -> dict[str, str]:
 
 def get_task(name: str) -> ModuleType:
     """Import and return the module of task ``name``; an unknown name gets a 'did you mean' error."""
-    entry = TASKS.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, TASKS, n=2)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"available: {', '.join(available())}"
-        raise LeanSegError(f"unknown task {name!r}; {hint}")
-    return import_module(entry[0])
+    module, _ = look_up_option(name, TASKS, what="task")
+    return import_module(module)

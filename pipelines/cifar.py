@@ -58,7 +58,7 @@ class Config:
     weight_decay: float = 5e-4  # CIFAR ResNets overfit without it
     schedule: str = "cosine"
     model: str = "lean_resnet"
-    model_kwargs: dict = field(default_factory=lambda: {"config": "A"})  # the paper's CIFAR-10 net; C for 100
+    model_kwargs: dict = field(default_factory=lambda: {"variant": "A"})  # the paper's CIFAR-10 net; C for 100
     val_fraction: float = 0.2  # synthetic data only; real CIFAR uses its test split
     window: tuple[int, ...] = (32, 32)
     synthetic_size: int = 32

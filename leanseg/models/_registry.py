@@ -6,18 +6,21 @@ so a model is rebuilt from JSON without unpickling anything.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
+from typing import Any
 
-from leanseg.errors import LeanSegError
+from torch import nn
 
-_MODELS: dict[str, Callable] = {}
+from leanseg.options import look_up_option
+
+ModelFn = Callable[..., nn.Module]
+_MODELS: dict[str, ModelFn] = {}
 
 
-def register(fn: Callable | None = None, *, name: str | None = None):
+def register(fn: ModelFn | None = None, *, name: str | None = None) -> Any:
     """Decorator: register a model constructor under its function name (or ``name``)."""
 
-    def deco(f):
+    def deco(f: ModelFn) -> ModelFn:
         key = name or f.__name__
         if key in _MODELS:
             raise ValueError(f"model {key!r} is registered twice")
@@ -32,11 +35,6 @@ def available() -> list[str]:
     return sorted(_MODELS)
 
 
-def create(name: str, **kwargs):
+def create(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name`` with ``kwargs``; an unknown name gets a 'did you mean' error."""
-    fn = _MODELS.get(name)
-    if fn is None:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; available: {', '.join(available())}"
-        raise LeanSegError(f"unknown model {name!r}{hint}")
-    return fn(**kwargs)
+    return look_up_option(name, _MODELS, what="model")(**kwargs)
