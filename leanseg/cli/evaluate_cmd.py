@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from leanseg.cli.main import app
 from leanseg.errors import LeanSegError
 
 
@@ -23,7 +22,6 @@ def _json_option(text: str | None, name: str) -> dict | None:
     return value
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     prediction: Path = typer.Argument(..., help="predicted label map"),
     reference: Path = typer.Argument(..., help="reference label map on the same grid"),
