@@ -103,7 +103,7 @@ def parse_ints(text: str | int | Sequence[int], what: str) -> tuple[int, ...]:
     elif isinstance(text, int) and not isinstance(text, bool):
         values = (text,)
     elif isinstance(text, Sequence) and all(isinstance(v, int) and not isinstance(v, bool) for v in text):
-        values = tuple(text)
+        values = tuple(int(v) for v in text)
     else:
         raise LeanSegError(f"{what} {text!r}: expected an integer or a sequence of integers")
     if not values or min(values) < 1:

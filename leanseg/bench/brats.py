@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _monai_unet(features):
@@ -26,9 +27,9 @@ def run(out: Path, cases: int = 16, epochs: int = 20, size: int = 48, features=(
         progress: bool = False) -> list[dict]:
     from leanseg.training import TrainConfig, train
 
-    common = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2, samples_per_case=1,
-                  lr=5e-3, hd95=False)
-    contenders = [
+    common: dict[str, Any] = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2,
+                                  samples_per_case=1, lr=5e-3, hd95=False)
+    contenders: list[tuple[str, dict[str, Any], Any]] = [
         ("LeanUNet", {"model_kwargs": {"features": tuple(features), "conv": "lean"}}, None),
         ("LeanUNet dense twin", {"model_kwargs": {"features": tuple(features), "conv": "dense"}}, None),
         ("MONAI UNet", {}, _monai_unet(features)),
@@ -40,6 +41,7 @@ def run(out: Path, cases: int = 16, epochs: int = 20, size: int = 48, features=(
                                                                     seed=seed, progress=progress,
                                                                     val_every=epochs),
                        build_model=build, **common, **options)
+        assert result.model is not None  # train() always returns the model it trained
         weights = sum(p.numel() for p in result.model.parameters())
         dice = {r: result.last.get(f"val_dice_{r}", float("nan")) for r in ("WT", "TC", "ET")}
         rows.append({"model": name, "weights": weights, **dice, "mean": sum(dice.values()) / 3,

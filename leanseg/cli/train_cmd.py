@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -38,7 +39,8 @@ def train_cmd(
     mod = get_task(task)  # an unknown name fails here, before torch is imported
     if schedule is not None:
         schedule = look_up_option(schedule, Schedule, what="schedule").value
-    options = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule}
+    options: dict[str, Any] = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                               "schedule": schedule}
     options = {k: v for k, v in options.items() if v is not None}
     if window is not None:
         options["window"] = parse_window(window, mod.Config().spatial_dims, what="--window")

@@ -9,6 +9,7 @@ pooling and a linear classifier.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ class LeanResNet(nn.Module):
         if len(widths) != len(steps) or min(steps) < 1:
             raise LeanSegError(f"widths and steps need one entry per stage, steps >= 1; got {widths}, {steps}")
         d = check_dims(spatial_dims)
-        common = {"conv": conv, "norm": norm, "act": act}
+        common: dict[str, Any] = {"conv": conv, "norm": norm, "act": act}
         self.stem = conv_layer(first_conv if conv == "lean" else "dense", d, in_channels, widths[0])
         stages, c = [], widths[0]
         for i, (w, n) in enumerate(zip(widths, steps, strict=True)):
@@ -80,6 +81,6 @@ class LeanResNet(nn.Module):
 
 
 @register
-def lean_resnet(**kwargs) -> LeanResNet:
+def lean_resnet(**kwargs: Any) -> LeanResNet:
     """LeanResNet(variant="A".."F", num_classes, spatial_dims=2, ...); ``conv="dense"`` builds the dense ResNet."""
     return LeanResNet(**kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ class UNetConfig:
     # per-channel taps)
     up: str = "interp"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_dims(self.spatial_dims)
         self.conv = check_conv_kind(self.conv)
         self.first_conv = check_conv_kind(self.first_conv)
@@ -65,14 +66,14 @@ class LeanUNet(nn.Module):
     one per coarser decoder level; otherwise one tensor (N, out_channels, *spatial).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **options):
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **options: Any):
         super().__init__()
         for name in sorted(set(options) - set(_FIELDS)):
             look_up_option(name, _FIELDS[3:], what="LeanUNet option")
         cfg = UNetConfig(spatial_dims, in_channels, out_channels, **options)
         self.cfg = cfg
         d, f = cfg.spatial_dims, cfg.features
-        common = {"conv": cfg.conv, "norm": cfg.norm, "act": cfg.act}
+        common: dict[str, Any] = {"conv": cfg.conv, "norm": cfg.norm, "act": cfg.act}
         first = cfg.first_conv if cfg.conv == "lean" else "dense"
         self.encoder = nn.ModuleList(
             [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **common)]
@@ -112,6 +113,6 @@ class LeanUNet(nn.Module):
 
 
 @register
-def lean_unet(**kwargs) -> LeanUNet:
+def lean_unet(**kwargs: Any) -> LeanUNet:
     """LeanUNet(spatial_dims, in_channels, out_channels, ...); ``conv="dense"`` builds its dense twin."""
     return LeanUNet(**kwargs)

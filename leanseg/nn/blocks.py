@@ -41,7 +41,7 @@ class ConvNormAct(nn.Module):
         if has_norm(norm) and hasattr(self.act, "inplace"):
             # the norm's output is a fresh tensor that neither norm keeps for its backward: activating it in place
             # saves one activation-sized buffer per block
-            self.act.inplace = True
+            setattr(self.act, "inplace", True)  # noqa: B010  (nn.Module's attribute typing hides `inplace`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
