@@ -15,11 +15,14 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from leanseg.errors import LeanSegError
 from leanseg.io._files import atomic_path
 from leanseg.labels import LabelManager
+
+if TYPE_CHECKING:
+    from leanseg.models._registry import ModelSpec
 
 FORMAT = "leanseg-checkpoint"
 # Refuse, before allocating, a config that asks for more weights than any segmentation network needs (2 GB float32):
@@ -100,16 +103,10 @@ class Normalization:
         return NormalizeIntensityd(keys, **kwargs) if keys is not None else NormalizeIntensity(**kwargs)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """How a model was built: its registry name and keyword arguments (set by ``leanseg.models.create``)."""
-
-    name: str
-    kwargs: dict = field(default_factory=dict)
-
-
 def model_spec(model) -> ModelSpec | None:
     """The spec a model carries (``create`` sets it), completed by the model's own ``config`` where it has one."""
+    from leanseg.models._registry import ModelSpec
+
     spec = getattr(model, "build_spec", None)
     if not isinstance(spec, ModelSpec):
         return None
@@ -316,4 +313,4 @@ def load_model(path: str | os.PathLike):
     return model.eval(), meta
 
 
-__all__ = ["CheckpointMeta", "ModelSpec", "Normalization", "load_model", "model_spec", "read_meta", "save_model"]
+__all__ = ["CheckpointMeta", "Normalization", "load_model", "model_spec", "read_meta", "save_model"]

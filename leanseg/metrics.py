@@ -13,13 +13,6 @@ from leanseg.io import read_volume
 from leanseg.labels import LabelManager
 
 
-def task_labels(task: str) -> LabelManager:
-    """The label manager of a registered task (``leanseg.tasks``): the classes or regions its checkpoints have."""
-    from leanseg.tasks import get_task
-
-    return get_task(task).label_manager
-
-
 def dice_hd95(pred, ref, spacing=None, hd95: bool = True):
     """Dice and (optionally) HD95 per channel of binary masks ``(1, K, *spatial)`` (torch), by MONAI's metrics.
 
@@ -84,4 +77,4 @@ def format_table(scores: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["dice_hd95", "evaluate", "format_table", "task_labels"]
+__all__ = ["dice_hd95", "evaluate", "format_table"]

@@ -30,6 +30,7 @@ from leanseg.io import (
     write_nifti,
     write_volume,
 )
+from leanseg.options import resolve_device
 from leanseg.preview import OrthoSlices
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
@@ -46,20 +47,6 @@ def default_output(first_input: str | os.PathLike) -> Path:
 
 def _sibling(output: Path, tag: str, suffix: str | None = None) -> Path:
     return output.parent / f"{stem(output)}_{tag}{suffix or full_suffix(output)}"
-
-
-def resolve_device(device: str):
-    """'cpu' (the default), 'cuda' (an error when there is none) or 'auto' (cuda when there is one)."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LeanSegError(f"--device {device}: no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise LeanSegError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
 
 
 def _apply(norm, array: np.ndarray) -> np.ndarray:

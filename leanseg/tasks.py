@@ -13,7 +13,6 @@ and ``leanseg --help`` lists the tasks without importing torch.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 from dataclasses import dataclass, field
 from importlib import import_module
@@ -25,6 +24,7 @@ import numpy as np
 
 from leanseg.errors import LeanSegError
 from leanseg.labels import LabelManager
+from leanseg.options import look_up_option
 
 if TYPE_CHECKING:
     import torch
@@ -70,12 +70,10 @@ class Task:
             raise LeanSegError("give a task config or options, not both")
         if config is None:
             known = {f.name for f in dataclasses.fields(self.Config)}
-            unknown = sorted(set(options) - known)
-            if unknown:
-                close = difflib.get_close_matches(unknown[0], known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise LeanSegError(f"task {self.name!r} has no option {unknown[0]!r}{hint}")
-            config = self.Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()})
+            for option in sorted(set(options) - known):
+                look_up_option(option, sorted(known), what=f"option of task {self.name!r}")
+            values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
+            config = self.Config(**values)
         self.config = config
 
     # --------------------------------------------------------------------------------------- each task's own
@@ -194,11 +192,7 @@ def task_class(name: str) -> type[Task]:
     table = _table()
     if not table:
         raise LeanSegError("no tasks are registered: install leanseg (pip install -e .) so its entry points exist")
-    entry = table.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, table, n=2)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"available: {', '.join(sorted(table))}"
-        raise LeanSegError(f"unknown task {name!r}; {hint}")
+    entry = look_up_option(name, table, what="task")
     module, _, attr = entry[0].partition(":")
     cls = getattr(import_module(module), attr)
     if not (isinstance(cls, type) and issubclass(cls, Task)):

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 
 def run(out: Path, cases: int = 16, epochs: int = 20, size: int = 48, features=(8, 16, 32, 64), seed: int = 0,
         progress: bool = False) -> list[dict]:
     from leanseg.training import TrainConfig, train
 
-    common = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2, samples_per_case=1,
-                  lr=5e-3, hd95=False)
-    contenders = [
+    common: dict[str, Any] = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2,
+                                  samples_per_case=1, lr=5e-3, hd95=False)
+    contenders: list[tuple[str, dict[str, Any]]] = [
         ("LeanUNet", {"model_kwargs": {"features": tuple(features), "conv": "lean"}}),
         ("LeanUNet dense twin", {"model_kwargs": {"features": tuple(features), "conv": "dense"}}),
         ("MONAI UNet", {"model": "monai_unet", "model_kwargs": {"features": tuple(features), "num_res_units": 1}}),
@@ -26,6 +27,7 @@ def run(out: Path, cases: int = 16, epochs: int = 20, size: int = 48, features=(
                                                                     seed=seed, progress=progress,
                                                                     val_every=epochs),
                        **common, **options)
+        assert result.model is not None  # train() always returns the model it trained
         weights = sum(p.numel() for p in result.model.parameters())
         dice = {r: result.last.get(f"val_dice_{r}", float("nan")) for r in ("WT", "TC", "ET")}
         rows.append({"model": name, "weights": weights, **dice, "mean": sum(dice.values()) / 3,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,7 @@ def bench_one(d: int, c: int, size: int, batch: int, dtype: torch.dtype, device:
         compiled = torch.compile(lean_conv_reference)
         fns["compiled"] = (lambda: compiled(x_cl, w, s), x_cl, [w, s])
 
-    row = {"d": d, "C": c, "size": size, "batch": batch}
+    row: dict[str, Any] = {"d": d, "C": c, "size": size, "batch": batch}
     for name, (fn, x, params) in fns.items():
         with torch.no_grad():
             row[f"{name} fwd"] = best_ms(fn)
@@ -104,7 +105,7 @@ def bench_one(d: int, c: int, size: int, batch: int, dtype: torch.dtype, device:
     for kind in ("fwd", "f+b"):
         layouts = {k: row[f"dense/{k} {kind}"] for k in ("contig", "cl")}
         row[f"dense {kind}"] = min(layouts.values())
-        row[f"dense layout {kind}"] = min(layouts, key=layouts.get)
+        row[f"dense layout {kind}"] = min(layouts, key=lambda k: layouts[k])
 
     # The floor: bandwidth from a copy of the same tensor, GEMM rate from the 1x1's own matrix product.
     with torch.no_grad():

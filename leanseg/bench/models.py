@@ -16,6 +16,7 @@ import os
 import platform
 import resource
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,7 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
     for name in available():
         if name.startswith("monai_"):  # MONAI's networks have no lean/dense twin; bench unet compares them
             continue
-        counts = {}
+        counts: dict[str, tuple[int, int] | Exception] = {}
         for conv in ("lean", "dense"):
             kwargs = {"spatial_dims": len(shape) - 1, "in_channels": shape[0], "conv": conv,
                       **EXAMPLE_KWARGS.get(name, {})}
@@ -115,10 +116,9 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
             if isinstance(c, Exception):
                 rows.append([name, conv, "-", "-", "-", f"n/a: {str(c).splitlines()[0][:60]}"])
                 continue
-            lean, dense = counts["lean"], counts["dense"]
-            ok = not isinstance(lean, Exception) and not isinstance(dense, Exception)
-            rows.append([name, conv, f"{c[0]:,}", _fmt(c[1]),
-                         f"{dense[0] / c[0]:.1f}x" if ok else "-", f"{dense[1] / c[1]:.1f}x" if ok else "-"])
+            dense = counts["dense"]
+            ratios = ["-", "-"] if isinstance(dense, Exception) else [f"{dense[i] / c[i]:.1f}x" for i in (0, 1)]
+            rows.append([name, conv, f"{c[0]:,}", _fmt(c[1]), *ratios])
     header = ["model", "conv", "weights", "multiply-adds", "dense/this weights", "dense/this MACs"]
     return f"input {'x'.join(map(str, shape))} (batch 1)\n" + format_table(header, rows)
 
@@ -181,7 +181,7 @@ def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int) -
     with torch.inference_mode():
         model(x)
         peak = _proc_kb("VmHWM") if base is not None else None
-        if peak is None:
+        if peak is None or base is None:
             peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0
         times = []
         for _ in range(repeats):
@@ -202,7 +202,7 @@ def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
     if unknown:
         raise LeanSegError(f"unknown model {unknown[0]!r}; choose from {', '.join(specs)}")
     shape = (in_channels, size, size, size)
-    rows = []
+    rows: list[dict[str, Any]] = []
     spawn = multiprocessing.get_context("spawn")
     for name, (builder, kwargs) in specs.items():
         if names and name not in names:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from leanseg.cli.main import bench_app
 
-
-@bench_app.command("unet")
 def bench_unet(
     size: int = typer.Option(128, help="patch edge (a multiple of 16); 32 runs in seconds"),
     in_channels: int = typer.Option(4, help="input channels (4: BraTS modalities)"),

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from leanseg.cli.main import app
 from leanseg.errors import LeanSegError
 
 
@@ -23,7 +22,6 @@ def _json_option(text: str | None, name: str) -> dict | None:
     return value
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     prediction: Path = typer.Argument(..., help="predicted label map"),
     reference: Path = typer.Argument(..., help="reference label map on the same grid"),
@@ -35,12 +33,14 @@ def evaluate_cmd(
 ):
     """Dice and HD95 (MONAI) per class or region; default: every non-zero label value present."""
     from leanseg.labels import LabelManager
-    from leanseg.metrics import evaluate, format_table, task_labels
+    from leanseg.metrics import evaluate, format_table
 
     given = {"labels": _json_option(labels, "labels"), "regions": _json_option(regions, "regions")}
     manager = LabelManager(**{k: v for k, v in given.items() if v}) if any(given.values()) else None
     if task is not None:
-        manager = task_labels(task)
+        from leanseg.tasks import get_task
+
+        manager = get_task(task).label_manager
     if model is not None:
         from leanseg.checkpoint import read_meta
 

@@ -98,11 +98,12 @@ def read_nifti(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[
     Returns ``(array, geometry)`` with ``array`` float32 ``(C, X, Y, Z)`` in RAS+ order. Several files must share
     shape and affine (to 1e-4 mm); the geometry is the first file's.
     """
-    paths = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
-    if not paths:
+    files = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
+    if not files:
         raise LeanSegError("no input files given")
-    channels, geometry = [], None
-    for path in paths:
+    channels: list[np.ndarray] = []
+    geometry: NiftiGeometry | None = None
+    for path in files:
         img = _load(path)
         spatial = tuple(int(n) for n in img.shape[:3])
         if geometry is None:
@@ -115,6 +116,7 @@ def read_nifti(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[
         data = _data(img, path)
         data = data[..., None] if data.ndim == 3 else data
         channels.extend(np.moveaxis(geometry.to_canonical(data), -1, 0))
+    assert geometry is not None  # files is not empty
     return np.ascontiguousarray(np.stack(channels)), geometry
 
 

@@ -19,6 +19,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from leanseg import env
+
 _SOURCE = Path(__file__).with_name("_stencil.c")
 _FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
 
@@ -51,7 +53,7 @@ def _cpu_key() -> str:
 def _build(cc: str) -> Path:
     src = _SOURCE.read_bytes()
     key = hashlib.sha256(src + " ".join([cc, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("LEANSEG_CACHE", Path.home() / ".cache" / "leanseg"))
+    cache = env.cache_dir()
     lib = cache / f"leanstencil-{key}.so"
     if lib.exists():
         return lib
@@ -76,7 +78,7 @@ _MALLOC_THRESHOLD = 256 << 20
 
 def tune_malloc() -> bool:
     """Apply the thresholds above (glibc only; LEANSEG_MALLOC_TUNE=0 opts out). True when applied."""
-    if os.environ.get("LEANSEG_MALLOC_TUNE", "1") == "0" or platform.system() != "Linux":
+    if not env.malloc_tune() or platform.system() != "Linux":
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -89,10 +91,10 @@ def tune_malloc() -> bool:
 @functools.cache
 def load():
     """The loaded library, or None when it cannot be built here. Loading it also applies tune_malloc()."""
-    if os.environ.get("LEANSEG_CEXT", "1") == "0":
+    if not env.cext_enabled():
         return None
     tune_malloc()
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = env.c_compiler() or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         warnings.warn(
             "leanseg: no C compiler found; the CPU lean convolution uses plain PyTorch (slower)",

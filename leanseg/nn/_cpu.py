@@ -12,8 +12,8 @@ import math
 
 import torch
 
+from kernels3d.reference import shifted, stencil_channels_last
 from leanseg.nn import _cext
-from leanseg.nn.functional import shifted, stencil_channels_last
 
 
 def _taps(d: int, adjoint: bool):
@@ -173,6 +173,8 @@ class _LeanConvCPU(torch.autograd.Function):
         return dx, dw, ds, db, None
 
 
-def lean_conv_cpu(x, weight, stencil, bias=None, stride: int = 1) -> torch.Tensor:
+def lean_conv_cpu(
+    x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
+) -> torch.Tensor:
     """Fast CPU lean convolution (arguments as lean_conv_reference); output is channels-last in memory."""
     return _LeanConvCPU.apply(x, weight, stencil, bias, stride)

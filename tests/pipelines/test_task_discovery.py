@@ -40,7 +40,7 @@ def test_registry_is_torch_free_and_suggests_names():
     code = "import sys, leanseg.tasks; leanseg.tasks.describe(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     assert available() == ["brats", "cifar", "faults", "seg2d"]
-    with pytest.raises(LeanSegError, match="did you mean brats"):
+    with pytest.raises(LeanSegError, match="did you mean 'brats'"):
         get_task("brat")
 
 

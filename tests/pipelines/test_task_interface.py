@@ -87,7 +87,10 @@ def test_brats_conventions_map_to_one_set_of_regions():
 def test_evaluate_with_the_brats_task_counts_the_2015_non_enhancing_label():
     if not DATA.is_dir():
         pytest.skip(f"{DATA} (shared test data) is absent")
-    from leanseg.metrics import evaluate, task_labels
+    from leanseg.metrics import evaluate
+
+    def task_labels(name):
+        return get_task(name).label_manager
 
     ref = DATA / "nifti/brats2015_deepmedic/brats_2013_pat0006_1/OTMultiClass.nii.gz"
     scores = evaluate(ref, ref, labels=task_labels("brats"))

@@ -10,7 +10,7 @@ TINY = {
     "brats": dict(synthetic_size=24, model_kwargs={"features": (4, 8)}, batch_size=2, samples_per_case=1),
     "faults": dict(synthetic_size=24, model_kwargs={"features": (4, 8)}, batch_size=1, samples_per_case=2),
     "seg2d": dict(synthetic_size=32, model_kwargs={"features": (4, 8, 16)}),
-    "cifar": dict(batch_size=8, model_kwargs={"config": "B", "widths": (8, 16), "steps": (1, 1)}),
+    "cifar": dict(batch_size=8, model_kwargs={"variant": "B", "widths": (8, 16), "steps": (1, 1)}),
 }
 
 
