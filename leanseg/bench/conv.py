@@ -158,12 +158,10 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 
 def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=5) -> list[dict]:
     from leanseg.errors import LeanSegError
+    from leanseg.options import look_up_option, resolve_device
 
-    if dtype not in DTYPES:
-        raise LeanSegError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LeanSegError("--device cuda: no CUDA device is available")
+    torch_dtype = look_up_option(dtype, DTYPES, what="--dtype")
+    dev = resolve_device(device)
     malloc = "default"
     if dev.type == "cpu":  # the fast path's allocator setting (see leanseg.nn._cext) applies to every row alike
         from leanseg.nn import _cext
@@ -175,7 +173,7 @@ def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=
             raise LeanSegError(f"--dims must be 2 or 3, got {d}")
         for c in channels:
             n = size or (GPU_SIZE[d] if dev.type == "cuda" else CPU_SIZES[d].get(c, 32))
-            rows.append(bench_one(d, c, n, batch, DTYPES[dtype], dev, repeats))
+            rows.append(bench_one(d, c, n, batch, torch_dtype, dev, repeats))
             print(f"  measured d={d} C={c} at {batch}x{n}^{d}", flush=True)
     print(
         f"\nleanseg bench conv: {_machine(dev)}, {dtype}, stride 1, square C -> C; times are the best of "

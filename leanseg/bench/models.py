@@ -24,6 +24,7 @@ from torch import nn
 from leanseg.errors import LeanSegError
 from leanseg.models import available, create
 from leanseg.nn.lean_conv import LeanConv
+from leanseg.options import look_up_option
 
 # Keyword arguments that make each registered model buildable for a given input; a model missing here gets
 # spatial_dims and in_channels only.
@@ -198,9 +199,8 @@ def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
     if size < 16 or size % 16:
         raise LeanSegError(f"--size must be a multiple of 16 (MONAI's UNet and SegResNet need it), got {size}")
     specs = bench_specs(in_channels, out_channels, tuple(features))
-    unknown = [n for n in names or [] if n not in specs]
-    if unknown:
-        raise LeanSegError(f"unknown model {unknown[0]!r}; choose from {', '.join(specs)}")
+    for name in names or []:
+        look_up_option(name, specs, what="model")
     shape = (in_channels, size, size, size)
     rows: list[dict[str, Any]] = []
     spawn = multiprocessing.get_context("spawn")
