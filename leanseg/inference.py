@@ -38,11 +38,12 @@ def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.
         flips = [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)] if tta else [()]
         x = x.to(device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            total = None
+            total: torch.Tensor | None = None
             for axes in flips:
                 y = activate(model(x.flip(axes) if axes else x).float())
                 y = y.flip(axes) if axes else y
                 total = y if total is None else total + y
+        assert total is not None  # flips holds at least the identity
         return total / len(flips)
 
     return predict
@@ -61,8 +62,10 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: 
     device = torch.device(device)
     window = _window(window, image.ndim - 2)
     predictor = _mirrored(model, activation, tta, device, amp)
-    return sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
-                                    sw_device=device, device="cpu", progress=progress)
+    out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
+                                   sw_device=device, device="cpu", progress=progress)
+    assert isinstance(out, torch.Tensor)  # one tensor in, one predictor output: one tensor out
+    return out
 
 
 def slabs(length: int, slab: int, halo: int):

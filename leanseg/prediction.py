@@ -93,7 +93,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
-    sources = list(inputs)
+    sources: list[Path] = [Path(p) for p in inputs]
     if kind == "folder":
         sources = find_case_files(inputs[0], meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
@@ -108,7 +108,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
-        _predict_segy(inputs[0], net, meta, outputs, window, (slab, halo), options, progress)
+        _predict_segy(Path(inputs[0]), net, meta, outputs, window, (slab, halo), options, progress)
         return output
     array, geometry = read_volume(sources)
     where = ", ".join(str(p) for p in sources)
@@ -161,6 +161,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
         norm = meta.normalization.transform(stats_from=np.stack([reader.read(i, i + 1)[0] for i in picks])[None])
         live = geometry.live
+        labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
         if kind == "segy":
             labels_out = stack.enter_context(SegyWriter(stack.enter_context(atomic_path(output)), geometry))
         elif kind == "npy":
@@ -192,8 +193,8 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
             if slices is not None:
                 slices.add(start, reader.read(start, stop), labels)
 
-        predict_streaming(net, read, reader.shape[0], write, _window(meta, window, 3), *slab_halo, progress=progress,
-                          **options)
+        predict_streaming(net, read, reader.shape[0], write, _window(meta, window, 3), slab=slab_halo[0],
+                          halo=slab_halo[1], progress=progress, **options)
     if kind == "nifti":
         write_nifti(output, labels_out, None, geometry.spacing)
     if slices is not None:

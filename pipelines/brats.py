@@ -58,7 +58,7 @@ _LAYOUTS = ("BraTS2021_*/*_{t1,t1ce,t2,flair,seg}.nii.gz, BraTS-GLI-*/*-{t1n,t1c
 
 
 @dataclass
-class Config(TaskConfig):
+class BratsConfig(TaskConfig):
     channels: tuple[str, ...] = CHANNELS
     # the regions nest (ET in TC in WT): one sigmoid each, as the BraTS winners do
     regions: dict = field(default_factory=lambda: dict(REGIONS))
@@ -151,8 +151,8 @@ class LoadCase:
 
 class BratsTask(Task):
     name = "brats"
-    Config = Config
-    config: Config
+    Config = BratsConfig
+    config: BratsConfig
 
     def discover(self, root: str | Path) -> list[dict]:
         return discover(root)

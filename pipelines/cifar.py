@@ -47,7 +47,7 @@ def load_batch(path: Path) -> dict:
 
 
 @dataclass
-class Config(TaskConfig):
+class CifarConfig(TaskConfig):
     spatial_dims: int = 2
     channels: tuple[str, ...] = ("red", "green", "blue")
     # classes {name: index}; names from batches.meta are not needed to train, CIFAR-100 is detected from the labels
@@ -99,8 +99,8 @@ class _ToFloat:
 
 class CifarTask(Task):
     name = "cifar"
-    Config = Config
-    config: Config
+    Config = CifarConfig
+    config: CifarConfig
 
     def discover(self, root: str | Path) -> list[dict]:
         return discover(root)

@@ -21,7 +21,7 @@ from pipelines._common import missing_error, seeded_cases
 
 
 @dataclass
-class Config(TaskConfig):
+class FaultsConfig(TaskConfig):
     channels: tuple[str, ...] = ("amplitude",)
     regions: dict = field(default_factory=lambda: {"fault": (1,)})  # one sigmoid: fault or not
     window: tuple[int, ...] = (128, 128, 128)  # FaultSeg3D's cube size: every training cube is one window
@@ -87,8 +87,8 @@ def balanced_loss():
 
 class FaultsTask(Task):
     name = "faults"
-    Config = Config
-    config: Config
+    Config = FaultsConfig
+    config: FaultsConfig
 
     def discover(self, root: str | Path) -> list[dict]:
         return discover(root)

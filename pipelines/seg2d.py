@@ -24,7 +24,7 @@ _COLOUR = ("red", "green", "blue")
 
 
 @dataclass
-class Config(TaskConfig):
+class Seg2dConfig(TaskConfig):
     spatial_dims: int = 2
     channels: tuple[str, ...] = ("intensity",)  # a folder of colour images sets _COLOUR
     # the synthetic shapes' classes; a folder sets its own from the mask values (one softmax: classes exclude
@@ -87,8 +87,8 @@ class LoadCase:
 
 class Seg2dTask(Task):
     name = "seg2d"
-    Config = Config
-    config: Config
+    Config = Seg2dConfig
+    config: Seg2dConfig
 
     def discover(self, root: str | Path) -> list[dict]:
         return discover(root)

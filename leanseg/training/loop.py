@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -166,7 +167,7 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
     _seed_all(cfg.seed)
     out = Path(cfg.out)
     try:
-        cases = task.discover(data) if data is not None else task.synthetic(synthetic, cfg.seed)
+        cases = task.discover(data) if data is not None else task.synthetic(int(synthetic or 0), cfg.seed)
         task.configure(cases)  # classes or channels that only the data can tell (seg2d, CIFAR-100)
         tcfg = task.config
         train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
@@ -181,6 +182,8 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
 
         train_tf, val_tf = task.transforms(train=True), task.transforms(train=False)
         cache = cfg.cache if cfg.cache is not None else len(cases) <= 64
+        train_ds: Dataset
+        val_ds: Dataset
         if cache:
             train_ds = CacheDataset(train_cases, train_tf, num_workers=None, progress=False)
             val_ds = CacheDataset(val_cases, val_tf, num_workers=None, progress=False)
@@ -201,7 +204,8 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
         state_path, metrics_path = out / "train_state.safetensors", out / "metrics.csv"
-        start, best = 0, {"score": -math.inf, "metrics": {}}
+        start = 0
+        best: dict[str, Any] = {"score": -math.inf, "metrics": {}}
         if cfg.resume:
             finished, extra = load_state(state_path, model, optimizer, scheduler)
             start, best = finished + 1, extra.get("best", best)
@@ -257,7 +261,7 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         dist.close()
 
 
-def _user_error(err: BaseException) -> LeanSegError | None:
+def _user_error(err: BaseException | None) -> LeanSegError | None:
     """The LeanSegError behind ``err``: MONAI's Compose re-raises a transform's error as a RuntimeError."""
     seen = set()
     while err is not None and id(err) not in seen:
@@ -278,6 +282,7 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, task, cfg,
     if hasattr(dataset, "transform") and hasattr(dataset.transform, "set_random_state"):
         dataset.transform.set_random_state(seed=data_seed)
     gen = torch.Generator().manual_seed(data_seed)
+    sampler: torch.utils.data.Sampler
     if dist.world > 1:
         sampler = torch.utils.data.DistributedSampler(dataset, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
@@ -286,7 +291,8 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, task, cfg,
     loader = DataLoader(dataset, batch_size=tcfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         generator=gen, drop_last=False)
     net.train()
-    losses, scores = [], {}
+    losses: list[float] = []
+    scores: dict[str, list[float]] = {}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=not (cfg.progress and dist.main),
                leave=False, dynamic_ncols=True)
     for batch in bar:

@@ -29,7 +29,8 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    np_state = np.random.get_state()  # noqa: NPY002  (saving the legacy global RNG is the point)
+    # the legacy global RNG is what third-party code draws from; legacy=True makes it a tuple
+    np_state: tuple = np.random.get_state(legacy=True)  # type: ignore[assignment]  # noqa: NPY002
     tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64))}
     if torch.cuda.is_available():
         tensors |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
