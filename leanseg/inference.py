@@ -19,14 +19,9 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
+from leanseg.options import parse_window
+
 ACTIVATIONS = {"softmax": lambda y: torch.softmax(y, dim=1), "sigmoid": torch.sigmoid, "none": lambda y: y}
-
-
-def _window(window: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    window = (window,) * ndim if isinstance(window, int) else tuple(int(w) for w in window)
-    if len(window) != ndim or min(window) < 1:
-        raise ValueError(f"window {window} does not fit a {ndim}D volume")
-    return window
 
 
 def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.device, amp: bool) -> Callable:
@@ -60,7 +55,7 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: 
     ``blend``: "gaussian" (weights fall off towards window borders) or "constant". ``amp`` autocasts on CUDA only.
     """
     device = torch.device(device)
-    window = _window(window, image.ndim - 2)
+    window = parse_window(window, image.ndim - 2)
     predictor = _mirrored(model, activation, tta, device, amp)
     out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
                                    sw_device=device, device="cpu", progress=progress)

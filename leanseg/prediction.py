@@ -30,7 +30,7 @@ from leanseg.io import (
     write_nifti,
     write_volume,
 )
-from leanseg.options import resolve_device
+from leanseg.options import parse_window, resolve_device
 from leanseg.preview import OrthoSlices
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
@@ -129,9 +129,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     return output
 
 
-def _window(meta: CheckpointMeta, window, ndim: int):
-    window = window or meta.window or 128
-    return (window,) * ndim if isinstance(window, int) else tuple(window)
+def window_for(meta: CheckpointMeta, window, ndim: int) -> tuple[int, ...]:
+    """The window asked for, else the one the checkpoint was trained with, else 128 per axis."""
+    return parse_window(window or meta.window or 128, ndim)
 
 
 def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options: dict, progress: bool):
@@ -140,7 +140,7 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
     from leanseg.inference import sliding_window_predict
 
     x = torch.from_numpy(array)[None]
-    return sliding_window_predict(net, x, _window(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    return sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
 
 
 def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
@@ -193,7 +193,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
             if slices is not None:
                 slices.add(start, reader.read(start, stop), labels)
 
-        predict_streaming(net, read, reader.shape[0], write, _window(meta, window, 3), slab=slab_halo[0],
+        predict_streaming(net, read, reader.shape[0], write, window_for(meta, window, 3), slab=slab_halo[0],
                           halo=slab_halo[1], progress=progress, **options)
     if kind == "nifti":
         write_nifti(output, labels_out, None, geometry.spacing)

@@ -42,9 +42,7 @@ def _environ_reads(path: Path) -> list[int]:
 
 
 def test_flags_are_read_in_one_module_per_package():
-    # leanseg/training/loop.py reads torchrun's RANK/WORLD_SIZE/LOCAL_RANK; it is being rewritten by the other
-    # half of issue 9, and leanseg.env.rank() etc. are ready for it
-    allowed = {"leanseg/env.py", "kernels3d/__init__.py", "leanseg/training/loop.py"}
+    allowed = {"leanseg/env.py", "kernels3d/__init__.py"}
     reads = {str(p.relative_to(ROOT)): _environ_reads(p) for pkg in ("leanseg", "kernels3d")
              for p in sorted((ROOT / pkg).rglob("*.py"))}
     assert {p: lines for p, lines in reads.items() if lines and p not in allowed} == {}

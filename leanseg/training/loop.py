@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from leanseg import env
 from leanseg.checkpoint import model_spec, save_model
 from leanseg.errors import LeanSegError
+from leanseg.options import Schedule, look_up_option
 from leanseg.tasks import Task, get_task
 from leanseg.training.state import load_state, save_state
 
@@ -68,8 +70,7 @@ def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list
 
 def make_schedule(optimizer, kind: str, total_steps: int):
     """Per-step LR multiplier: cosine to zero, or nnU-Net's poly (1 - t/T)^0.9."""
-    if kind not in ("cosine", "poly"):
-        raise LeanSegError(f"unknown schedule {kind!r}; choose cosine or poly")
+    kind = look_up_option(kind, Schedule, what="schedule").value
     total = max(1, total_steps)
 
     def factor(step: int) -> float:
@@ -91,9 +92,9 @@ class _Dist:
     """torchrun's environment: rank, world size, and whether this call started the process group."""
 
     def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world = env.world_size()
+        self.rank = env.rank()
+        self.local_rank = env.local_rank()
         self.owner = False
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
@@ -117,7 +118,7 @@ def _pick_device(name: str | None) -> torch.device:
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", env.local_rank())
     return torch.device("cpu")
 
 
