@@ -37,8 +37,9 @@ NORMALIZATIONS = ("none", "zscore", "fixed")
 class Normalization:
     """Intensity normalisation applied before the model, the same in training and prediction.
 
-    ``zscore``: per channel, from the volume's own statistics (``nonzero``: over non-zero voxels only, the brain
-    of a skull-stripped scan, leaving the background at 0). ``fixed``: per-channel ``mean``/``std`` (CIFAR).
+    ``zscore``: per channel, from the volume's own robust statistics (``leanseg.normalize``; ``nonzero``: over
+    non-zero voxels only, the brain of a skull-stripped scan, leaving the background at 0). ``fixed``: per-channel
+    ``mean``/``std`` (CIFAR).
     """
 
     kind: str = "none"
@@ -82,25 +83,22 @@ class Normalization:
         return out
 
     def transform(self, stats_from=None, keys: str | Sequence[str] | None = None):
-        """A MONAI NormalizeIntensity (or ...d with ``keys``) doing this normalisation; None for "none".
+        """A transform doing this normalisation on ``(C, ...)`` arrays (or on the ``keys`` of a dict); None for
+        "none".
 
         ``stats_from``: a ``(C, ...)`` sample whose statistics stand for the whole volume (streamed cubes).
         """
-        from monai.transforms import NormalizeIntensity, NormalizeIntensityd
-
         if self.kind == "none":
             return None
-        kwargs: dict[str, Any] = {"nonzero": self.nonzero, "channel_wise": True}
         if self.kind == "fixed":
-            kwargs |= {"subtrahend": list(self.mean), "divisor": list(self.std)}
-        elif stats_from is not None:
-            mean, std = [], []
-            for channel in stats_from:
-                values = channel[channel != 0] if self.nonzero else channel.ravel()
-                mean.append(float(values.mean()) if values.size else 0.0)
-                std.append(float(values.std()) or 1.0 if values.size else 1.0)
-            kwargs |= {"subtrahend": mean, "divisor": std}
-        return NormalizeIntensityd(keys, **kwargs) if keys is not None else NormalizeIntensity(**kwargs)
+            from monai.transforms import NormalizeIntensity, NormalizeIntensityd
+
+            kwargs: dict[str, Any] = {"subtrahend": list(self.mean), "divisor": list(self.std), "channel_wise": True}
+            return NormalizeIntensityd(keys, **kwargs) if keys is not None else NormalizeIntensity(**kwargs)
+        from leanseg.normalize import ZScore, volume_stats
+
+        stats = volume_stats(stats_from, self.nonzero) if stats_from is not None else None
+        return ZScore(self.nonzero, stats=stats, keys=keys)
 
 
 def model_spec(model) -> ModelSpec | None:
