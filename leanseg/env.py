@@ -68,3 +68,11 @@ def rank() -> int:
 def local_rank() -> int:
     """LOCAL_RANK (set by torchrun): this process's rank on its machine, i.e. its CUDA device. Default 0."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def max_voxels() -> int:
+    """LEANSEG_MAX_VOXELS: the most voxels (all channels) one input may claim before it is read. Default 2**28
+    (1 GiB as float32, more than a 512 x 512 x 1000 CT): a header is untrusted, and an 83-byte file must not
+    make leanseg allocate gigabytes."""
+    value = os.environ.get("LEANSEG_MAX_VOXELS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else 2**28

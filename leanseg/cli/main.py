@@ -7,6 +7,7 @@ need when they run. A LeanSegError raised by the API is printed as one line and 
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -45,6 +46,9 @@ bench_app.command("brats")(bench_brats)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # nibabel logs the header fields it repairs (a zero voxel size becomes 1, an invalid code 0) straight to stderr;
+    # the CLI's contract is one line per problem, so only its errors that stop a read reach the user, as ours
+    logging.getLogger("nibabel").setLevel(logging.CRITICAL)
     try:
         app(args=argv, standalone_mode=False)
     except LeanSegError as err:
