@@ -12,6 +12,8 @@ from leanseg.errors import LeanSegError
 from leanseg.io import read_volume
 from leanseg.labels import LabelManager
 
+MAX_CLASSES = 1000  # found automatically; TotalSegmentator's largest task has 117
+
 
 def dice_hd95(pred, ref, spacing=None, hd95: bool = True):
     """Dice and (optionally) HD95 per channel of binary masks ``(1, K, *spatial)`` (torch), by MONAI's metrics.
@@ -41,16 +43,27 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike,
     import torch
 
     pred, pred_geometry = read_volume(prediction)
-    ref, _ = read_volume(reference)
+    ref, ref_geometry = read_volume(reference)
+    for path, array in ((prediction, pred), (reference, ref)):
+        if len(array) != 1:
+            raise LeanSegError(f"{path}: {len(array)} channels; a label map has one")
+        if not np.array_equal(array, np.rint(array)):
+            raise LeanSegError(f"{path}: non-integer values; a label map holds integer labels (is it an image?)")
     if pred.shape != ref.shape:
         raise LeanSegError(f"{prediction}: shape {pred.shape[1:]} differs from the reference's {ref.shape[1:]}")
-    pred, ref = np.rint(pred[0]).astype(np.int64), np.rint(ref[0]).astype(np.int64)
+    affines = [np.asarray(g.affine) for g in (pred_geometry, ref_geometry) if hasattr(g, "affine")]
+    if len(affines) == 2 and not np.allclose(affines[0], affines[1], atol=1e-3):
+        raise LeanSegError(f"{prediction}: its grid (affine) differs from the reference's; the two are not aligned")
+    pred, ref = pred[0].astype(np.int64), ref[0].astype(np.int64)
     if isinstance(labels, LabelManager):
         manager: LabelManager | None = labels
     elif labels or regions:
         manager = LabelManager(labels=dict(labels or {}), regions=dict(regions or {}))
     else:
         found = [int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0]
+        if len(found) > MAX_CLASSES:
+            raise LeanSegError(f"{reference}: {len(found)} distinct labels; give --labels or --regions (or is it "
+                               "an image rather than a label map?)")
         manager = LabelManager(labels={f"label_{v}": v for v in found}) if found else None
     if manager is None or not manager.scored:
         return {}

@@ -32,8 +32,12 @@ def evaluate_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="also write the scores as JSON here ('-': stdout)"),
 ):
     """Dice and HD95 (MONAI) per class or region; default: every non-zero label value present."""
+    from leanseg.io import atomic_path, check_output
     from leanseg.labels import LabelManager
     from leanseg.metrics import evaluate, format_table
+
+    if json_path is not None and str(json_path) != "-":  # before any work, and never onto a file this command reads
+        check_output(json_path, [prediction, reference, *([model] if model is not None else [])])
 
     given = {"labels": _json_option(labels, "labels"), "regions": _json_option(regions, "regions")}
     manager = LabelManager(**{k: v for k, v in given.items() if v}) if any(given.values()) else None
@@ -52,7 +56,5 @@ def evaluate_cmd(
         if str(json_path) == "-":
             typer.echo(text)
         else:
-            from leanseg.io import atomic_path
-
             with atomic_path(json_path) as tmp:
                 tmp.write_text(text + "\n")

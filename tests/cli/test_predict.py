@@ -310,3 +310,25 @@ def test_evaluate_regions_and_task(tmp_path, capsys):
     assert code == 0 and "ET" in out, err
     code, _, err = run(capsys, "evaluate", tmp_path / "pred.nii.gz", tmp_path / "missing.nii.gz")
     assert code == 2 and "missing.nii.gz" in err
+
+
+def test_evaluate_refuses_what_would_score_wrongly(tmp_path, capsys):
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[2:8, 2:8, 2:8] = 2
+    nib.save(nib.Nifti1Image(ref, np.eye(4)), tmp_path / "ref.nii.gz")
+    shifted = np.eye(4)
+    shifted[0, 3] = 20.0  # the same voxels, 20 mm away
+    nib.save(nib.Nifti1Image(ref, shifted), tmp_path / "shifted.nii.gz")
+    nib.save(nib.Nifti1Image(ref + np.float32(0.4), np.eye(4)), tmp_path / "float.nii.gz")
+    before = (tmp_path / "ref.nii.gz").read_bytes()
+    cases = [
+        (["shifted.nii.gz", "ref.nii.gz"], "shifted.nii.gz: its grid (affine) differs"),
+        (["ref.nii.gz", "float.nii.gz"], "float.nii.gz: non-integer values"),
+        (["ref.nii.gz", "ref.nii.gz", "--json", str(tmp_path / "ref.nii.gz")], "output path is the input file"),
+    ]
+    for args, message in cases:
+        code, _, err = run(capsys, "evaluate", *[tmp_path / a if a.endswith(".nii.gz") and "/" not in a else a
+                                                 for a in args])
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "ref.nii.gz").read_bytes() == before  # the reference was not replaced by JSON
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["float.nii.gz", "ref.nii.gz", "shifted.nii.gz"]
