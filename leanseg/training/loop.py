@@ -27,7 +27,8 @@ from torch import nn
 from leanseg import env
 from leanseg.checkpoint import model_spec, save_model
 from leanseg.errors import LeanSegError
-from leanseg.options import Schedule, look_up_option
+from leanseg.io import check_output
+from leanseg.options import Schedule, look_up_option, parse_window, resolve_device
 from leanseg.tasks import Task, get_task
 from leanseg.training.state import load_state, save_state
 
@@ -116,7 +117,7 @@ class _Dist:
 
 def _pick_device(name: str | None) -> torch.device:
     if name:
-        return torch.device(name)
+        return resolve_device(name)
     if torch.cuda.is_available():
         return torch.device("cuda", env.local_rank())
     return torch.device("cpu")
@@ -158,6 +159,9 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         raise LeanSegError(f"--batch-size must be at least 1, got {tcfg.batch_size}")
     if not math.isfinite(tcfg.lr) or tcfg.lr <= 0:
         raise LeanSegError(f"--lr must be a positive number, got {tcfg.lr}")
+    task.config = tcfg = dataclasses.replace(tcfg, window=parse_window(tcfg.window, tcfg.spatial_dims))
+    if cfg.num_workers < 0:
+        raise LeanSegError(f"--workers must be 0 or more, got {cfg.num_workers}")
     if synthetic is not None:
         tcfg = task.config = dataclasses.replace(tcfg, window=task.synthetic_window())
 
@@ -179,7 +183,11 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
                                "could not rebuild it: register its constructor with @leanseg.models.register and "
                                "build it with leanseg.models.create")
         if dist.main:
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                check_output(out / "last.safetensors", [])
+            except OSError as err:
+                raise LeanSegError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
 
         train_tf, val_tf = task.transforms(train=True), task.transforms(train=False)
         cache = cfg.cache if cfg.cache is not None else len(cases) <= 64
