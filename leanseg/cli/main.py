@@ -8,7 +8,9 @@ need when they run. A LeanSegError raised by the API is printed as one line and 
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 import typer
 
@@ -45,16 +47,23 @@ bench_app.command("stream")(bench_stream)
 bench_app.command("brats")(bench_brats)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     # nibabel logs the header fields it repairs (a zero voxel size becomes 1, an invalid code 0) straight to stderr;
     # the CLI's contract is one line per problem, so only its errors that stop a read reach the user, as ours
     logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+    # SIGTERM (kill, a batch scheduler's time limit) unwinds like Ctrl-C, so half-written outputs are removed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=False)
     except LeanSegError as err:
         print(f"leanseg: error: {err}", file=sys.stderr)
         return 2
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("leanseg: aborted", file=sys.stderr)
         return 130
     except typer.Exit as ex:

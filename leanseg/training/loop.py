@@ -151,17 +151,17 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
     if (data is None) == (synthetic is None):
         raise LeanSegError("give either a data folder or a number of synthetic cases, not both or neither")
     if synthetic is not None and synthetic < 1:
-        raise LeanSegError(f"--synthetic needs a positive number of cases, got {synthetic}")
+        raise LeanSegError(f"synthetic needs a positive number of cases, got {synthetic}")
     tcfg = task.config
     if tcfg.epochs < 1:
-        raise LeanSegError(f"--epochs must be at least 1, got {tcfg.epochs}")
+        raise LeanSegError(f"epochs must be at least 1, got {tcfg.epochs}")
     if tcfg.batch_size < 1:
-        raise LeanSegError(f"--batch-size must be at least 1, got {tcfg.batch_size}")
+        raise LeanSegError(f"batch_size must be at least 1, got {tcfg.batch_size}")
     if not math.isfinite(tcfg.lr) or tcfg.lr <= 0:
-        raise LeanSegError(f"--lr must be a positive number, got {tcfg.lr}")
+        raise LeanSegError(f"lr must be a positive number, got {tcfg.lr}")
     task.config = tcfg = dataclasses.replace(tcfg, window=parse_window(tcfg.window, tcfg.spatial_dims))
     if cfg.num_workers < 0:
-        raise LeanSegError(f"--workers must be 0 or more, got {cfg.num_workers}")
+        raise LeanSegError(f"workers (num_workers) must be 0 or more, got {cfg.num_workers}")
     if synthetic is not None:
         tcfg = task.config = dataclasses.replace(tcfg, window=task.synthetic_window())
 

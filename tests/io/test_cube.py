@@ -1,5 +1,7 @@
 """Training cubes without geometry (FaultSeg3D .dat, .npy) read through leanseg.io."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,25 @@ def test_bad_cubes(tmp_path, case, message):
     with pytest.raises(LeanSegError, match=message) as err:
         read_cube(path)
     assert str(path) in str(err.value)
+
+
+def test_partial_files_of_killed_runs_are_removed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from leanseg.io import atomic_path
+
+    # a writer that is killed mid-write (SIGKILL: no cleanup can run) leaves its temporary file behind
+    code = ("import os, sys, time\nfrom leanseg.io import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n    tmp.write_bytes(b'half')\n    print(tmp, flush=True)\n"
+            "    os.kill(os.getpid(), 9)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out.nii.gz")], capture_output=True, text=True)
+    left = Path(done.stdout.strip())
+    assert done.returncode == -9 and left.exists()
+    mine = tmp_path / f".out.partial-{os.getpid()}-0000.nii.gz"  # a live writer's file is left alone
+    mine.write_bytes(b"")
+    with atomic_path(tmp_path / "out.nii.gz") as tmp:
+        tmp.write_bytes(b"whole")
+    assert not left.exists() and mine.exists()
+    assert (tmp_path / "out.nii.gz").read_bytes() == b"whole"

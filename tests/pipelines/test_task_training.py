@@ -59,12 +59,12 @@ def test_cli_bad_input(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--epochs", "-1"], "--epochs must be at least 1"),
-    (["--batch-size", "0"], "--batch-size must be at least 1"),
-    (["--lr", "nan"], "--lr must be a positive number"),
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--epochs", "-1"], "epochs must be at least 1"),
+    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--lr", "nan"], "lr must be a positive number"),
     (["--window", "0"], "--window '0': sizes must be positive"),
-    (["--workers", "-1"], "--workers must be 0 or more"),
+    (["--workers", "-1"], "must be 0 or more"),
     (["--device", "cuda"], "--device"),
     (["--out", "/proc/leanseg-run"], "cannot create the output folder"),
 ])
