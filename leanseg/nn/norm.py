@@ -72,9 +72,9 @@ def _coef(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def norm_act_(lib, out, u, scale, shift, slope: float) -> None:
     """out = act(scale * u + shift) for (N, V, C) views, act(t) = t if t > 0 else slope * t; out may be u."""
     n, v, c = u.shape
+    p, r = _coef(scale, u), _coef(shift, u)  # named: a temporary's memory would be freed before the call
     getattr(lib, f"norm_act_{_cext.suffix(u.dtype)}")(
-        out.data_ptr(), u.data_ptr(), _coef(scale, u).data_ptr(), _coef(shift, u).data_ptr(), slope, n, v, c,
-        torch.get_num_threads(),
+        out.data_ptr(), u.data_ptr(), p.data_ptr(), r.data_ptr(), slope, n, v, c, torch.get_num_threads()
     )
 
 
@@ -83,9 +83,9 @@ def norm_act_grad_sums(lib, da, z, scale, shift, slope: float) -> tuple[torch.Te
     n, v, c = z.shape
     threads = torch.get_num_threads()
     partial = torch.zeros(threads, 2, n, c, dtype=torch.float64)
+    p, r = _coef(scale, z), _coef(shift, z)
     getattr(lib, f"norm_act_grad_sums_{_cext.suffix(z.dtype)}")(
-        partial.data_ptr(), da.data_ptr(), z.data_ptr(), _coef(scale, z).data_ptr(), _coef(shift, z).data_ptr(),
-        slope, n, v, c, threads,
+        partial.data_ptr(), da.data_ptr(), z.data_ptr(), p.data_ptr(), r.data_ptr(), slope, n, v, c, threads
     )
     total = partial.sum(0)
     return total[0], total[1]
@@ -94,9 +94,10 @@ def norm_act_grad_sums(lib, da, z, scale, shift, slope: float) -> tuple[torch.Te
 def norm_act_grad_(lib, out, da, z, scale, shift, slope: float, p, q, r) -> None:
     """out = p * g + q * z + r with g = da * act'(scale * z + shift), (N, V, C) views; out may be da or z."""
     n, v, c = z.shape
+    coefs = [_coef(t, z) for t in (scale, shift, p, q, r)]
     getattr(lib, f"norm_act_grad_{_cext.suffix(z.dtype)}")(
-        out.data_ptr(), da.data_ptr(), z.data_ptr(), _coef(scale, z).data_ptr(), _coef(shift, z).data_ptr(), slope,
-        _coef(p, z).data_ptr(), _coef(q, z).data_ptr(), _coef(r, z).data_ptr(), n, v, c, torch.get_num_threads(),
+        out.data_ptr(), da.data_ptr(), z.data_ptr(), coefs[0].data_ptr(), coefs[1].data_ptr(), slope,
+        *[t.data_ptr() for t in coefs[2:]], n, v, c, torch.get_num_threads(),
     )
 
 

@@ -113,3 +113,27 @@ def test_lean_unet_float64(monkeypatch, d, shape):
     out, ref = _both(run, monkeypatch)
     for a, b in zip(out, ref, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-9 * max(1.0, b.abs().max().item()))
+
+
+@pytest.mark.parametrize("conv", ["lean", "dense"])
+def test_float32_close_to_float64(monkeypatch, conv):
+    """float32 through the fused kernels (coefficients converted to the kernels' types) stays within float32
+    rounding of the unfused float64 block: catches a coefficient passed wrongly, which float64 alone would not."""
+    block = ConvNormAct(3, 4 if conv == "dense" else 24, 24, conv=conv)
+    _randomise(block)
+    x = _layout(torch.randn(2, block.conv.in_channels, 11, 9, 13), True)
+    block64 = ConvNormAct(3, block.conv.in_channels, 24, conv=conv).double()
+    block64.load_state_dict({k: v.double() for k, v in block.state_dict().items()})
+    monkeypatch.setattr(fused, "ENABLED", True)
+    with torch.no_grad():
+        y_eval = block(x)
+    xg = x.clone().requires_grad_(True)
+    y = block(xg)
+    (gx,) = torch.autograd.grad(y, xg, torch.ones_like(y))
+    monkeypatch.setattr(fused, "ENABLED", False)
+    x64 = x.double().requires_grad_(True)
+    y64 = block64(x64)
+    (gx64,) = torch.autograd.grad(y64, x64, torch.ones_like(y64))
+    torch.testing.assert_close(y_eval.double(), y64.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(y.detach().double(), y64.detach(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(gx.double(), gx64, rtol=1e-3, atol=1e-3 * gx64.abs().max().item())
