@@ -27,12 +27,13 @@ static inline float bf16_load(uint16_t u) {
     return v.f;
 }
 
-/* round to nearest even, as torch's float -> bfloat16 conversion; NaN stays NaN */
+/* round to nearest even, as torch's float -> bfloat16 conversion; NaN stays NaN. Branch-free, so that GCC
+ * vectorises the loops that store bf16. */
 static inline uint16_t bf16_store(float f) {
     union { uint32_t i; float f; } v;
     v.f = f;
-    if (f != f) return 0x7FC0;
-    return (uint16_t)((v.i + 0x7FFFu + ((v.i >> 16) & 1u)) >> 16);
+    uint16_t rounded = (uint16_t)((v.i + 0x7FFFu + ((v.i >> 16) & 1u)) >> 16);
+    return f != f ? (uint16_t)0x7FC0 : rounded;
 }
 
 #define LOAD_f32(x) (x)
