@@ -41,6 +41,18 @@ def acc_dtype(dtype):
     return torch.float32 if dtype == torch.bfloat16 else dtype
 
 
+# Below this many elements a kernel call runs on one thread: starting and joining an OpenMP team costs more than
+# the work, and on a loaded machine a descheduled team member stalls the whole call for a time slice.
+_PARALLEL_MIN = 1 << 16
+
+
+def threads(numel: int) -> int:
+    """OpenMP threads for a kernel over numel elements: torch's thread count, or 1 for small tensors."""
+    import torch
+
+    return torch.get_num_threads() if numel >= _PARALLEL_MIN else 1
+
+
 class Grid(ctypes.Structure):
     _fields_ = [
         ("n", ctypes.c_int64),

@@ -62,7 +62,7 @@ def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False, stats:
     mul, div = (stride, 1) if not adjoint else (1, stride)
     fn = getattr(lib, f"stencil_gather_{_cext.suffix(out.dtype)}")
     zeros = out.new_zeros(taps_t.shape[1])  # the source row of taps that fall outside the input
-    threads = torch.get_num_threads()
+    threads = _cext.threads(out.numel())
     cs = out.shape[-1] if stats else 0
     partial = torch.zeros(threads, 2, out.shape[0], cs, dtype=torch.float64) if stats else None
     fn(
@@ -111,7 +111,7 @@ def _direct(lib, out, inp, wt, bias, taps_t, stride: int, adjoint: bool, stats: 
     taps = taps_t.to(acc).contiguous()
     bias = bias.to(acc).contiguous() if bias is not None else None
     zeros = out.new_zeros(max(cin, taps_t.shape[1]))  # the source of taps and 1x1 outside the input
-    threads = torch.get_num_threads()
+    threads = _cext.threads(out.numel())
     partial = torch.zeros(threads, 2, out.shape[0], cout, dtype=torch.float64) if stats else None
     getattr(lib, f"lean_direct_{_cext.suffix(out.dtype)}")(
         out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), wtp.data_ptr(),
@@ -144,7 +144,7 @@ def stencil_grad(g, inp, stride: int):
                 for k in range(2 * d)
             ]
         )
-    threads = torch.get_num_threads()
+    threads = _cext.threads(g.numel())
     partial = torch.zeros(threads, 2 * d, m, dtype=torch.float64)
     axis, sign = _taps(d, False)
     fn = getattr(lib, f"stencil_grad_{_cext.suffix(g.dtype)}")

@@ -25,7 +25,7 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor | None:
 def channel_sums(lib, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sum_v a and sum_v a * b per (n, c), float64, for (N, V, C) tensors."""
     n, v, c = a.shape
-    threads = torch.get_num_threads()
+    threads = _cext.threads(a.numel())
     partial = torch.zeros(threads, 2, n, c, dtype=torch.float64)
     getattr(lib, f"channel_sums_{_cext.suffix(a.dtype)}")(
         partial.data_ptr(), a.data_ptr(), b.data_ptr(), n, v, c, threads
@@ -50,7 +50,7 @@ def _affine(lib, out, u, p, r, v=None, q=None) -> None:
         n,
         vox,
         c,
-        torch.get_num_threads(),
+        _cext.threads(u.numel()),
     )
 
 
@@ -74,14 +74,14 @@ def norm_act_(lib, out, u, scale, shift, slope: float) -> None:
     n, v, c = u.shape
     p, r = _coef(scale, u), _coef(shift, u)  # named: a temporary's memory would be freed before the call
     getattr(lib, f"norm_act_{_cext.suffix(u.dtype)}")(
-        out.data_ptr(), u.data_ptr(), p.data_ptr(), r.data_ptr(), slope, n, v, c, torch.get_num_threads()
+        out.data_ptr(), u.data_ptr(), p.data_ptr(), r.data_ptr(), slope, n, v, c, _cext.threads(u.numel())
     )
 
 
 def norm_act_grad_sums(lib, da, z, scale, shift, slope: float) -> tuple[torch.Tensor, torch.Tensor]:
     """With g = da * act'(scale * z + shift): float64 (N, C) sums of g and of g * z, for (N, V, C) views."""
     n, v, c = z.shape
-    threads = torch.get_num_threads()
+    threads = _cext.threads(z.numel())
     partial = torch.zeros(threads, 2, n, c, dtype=torch.float64)
     p, r = _coef(scale, z), _coef(shift, z)
     getattr(lib, f"norm_act_grad_sums_{_cext.suffix(z.dtype)}")(
@@ -97,7 +97,7 @@ def norm_act_grad_(lib, out, da, z, scale, shift, slope: float, p, q, r) -> None
     coefs = [_coef(t, z) for t in (scale, shift, p, q, r)]
     getattr(lib, f"norm_act_grad_{_cext.suffix(z.dtype)}")(
         out.data_ptr(), da.data_ptr(), z.data_ptr(), coefs[0].data_ptr(), coefs[1].data_ptr(), slope,
-        *[t.data_ptr() for t in coefs[2:]], n, v, c, torch.get_num_threads(),
+        *[t.data_ptr() for t in coefs[2:]], n, v, c, _cext.threads(z.numel()),
     )
 
 
