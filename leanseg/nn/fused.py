@@ -64,15 +64,18 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.view(t.shape[0], -1, t.shape[-1])
 
 
-def _same_dtype(x: torch.Tensor, module: nn.Module) -> bool:
-    return all(p.dtype == x.dtype for p in module.parameters())
+def _plain(x: torch.Tensor, module: nn.Module) -> bool:
+    """Parameters of x's dtype, and no hooks on the submodules (a hook expects its module's forward to run:
+    counting multiply-adds, profiling): otherwise the unfused composition runs."""
+    return all(p.dtype == x.dtype for p in module.parameters()) and not any(
+        m._forward_hooks or m._forward_pre_hooks for m in list(module.modules())[1:])
 
 
 def conv_norm_act(block, x: torch.Tensor) -> torch.Tensor | None:
     """block(x) for a ConvNormAct block, fused; None when this block or input has no fused path here."""
     conv, norm, slope = block.conv, block.norm, act_slope(block.act)
     lib = _lib(x)
-    if lib is None or slope is None or type(norm) is not InstanceNorm or not _same_dtype(x, block):
+    if lib is None or slope is None or type(norm) is not InstanceNorm or not _plain(x, block):
         return None
     if _needs_grad(x, block):
         if type(conv) is not LeanConv or conv.bias is not None:
@@ -104,7 +107,7 @@ def up_merge(block, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor | None:
     slope = act_slope(fuse.act)
     lib = _lib(skip)
     if (lib is None or block.mode != "interp" or slope is None or type(conv) is not LeanConv
-            or type(fuse.norm) is not InstanceNorm or conv.stencil.shape[0] > cs or not _same_dtype(skip, block)
+            or type(fuse.norm) is not InstanceNorm or conv.stencil.shape[0] > cs or not _plain(skip, block)
             or _needs_grad(x, block) or _needs_grad(skip, block)):
         return None
     u = block.up(x)  # (N, C_skip, *coarse)
