@@ -166,7 +166,7 @@ def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=
     if dev.type == "cpu":  # the fast path's allocator setting (see leanseg.nn._cext) applies to every row alike
         from leanseg.nn import _cext
 
-        malloc = "tuned (256 MiB heap thresholds)" if _cext.tune_malloc() else "default"
+        malloc = "tuned (1 GiB heap thresholds)" if _cext.tune_malloc() else "default"
     rows = []
     for d in dims:
         if d not in (2, 3):

@@ -102,9 +102,13 @@ class LeanUNet(nn.Module):
             skips.append(x)
         x = skips.pop()  # (N, f[-1], *coarsest)
         outs = []
-        for level, skip in zip(self.decoder, reversed(skips), strict=True):
-            x = level(x, skip)  # (N, f[i], *skip i)
-            outs.append(x)
+        for level in self.decoder:
+            # merge, then body, so that the skip (popped: the list no longer holds it) is freed before the body's
+            # conv allocates its output: at level 0 that is a 32 x 128^3 tensor less at the peak
+            up: UpBlock = level  # type: ignore[assignment]  # ModuleList items are typed as Module
+            x = up.body(up.merge(x, skips.pop()))  # (N, f[i], *skip i)
+            if self.aux_heads:
+                outs.append(x)
         logits = self.head(x)  # (N, out_channels, *spatial)
         if not (self.training and self.aux_heads):
             return logits

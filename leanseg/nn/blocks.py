@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from leanseg.nn import fused
 from leanseg.nn.factories import (
     CONV,
     CONV_TRANSPOSE,
@@ -44,7 +45,8 @@ class ConvNormAct(nn.Module):
             setattr(self.act, "inplace", True)  # noqa: B010  (nn.Module's attribute typing hides `inplace`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
+        y = fused.conv_norm_act(self, x)  # the CPU's fused kernels where they apply (leanseg.nn.fused)
+        return y if y is not None else self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
 
 
 class ResidualBlock(nn.Module):
@@ -137,6 +139,13 @@ class UpBlock(nn.Module):
         self.body = ConvNormAct(spatial_dims, out_channels, out_channels, conv=conv, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.body(self.merge(x, skip))  # (N, C_out, *skip)
+
+    def merge(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The first half of forward: up, concatenate, fuse. (N, C_out, *skip)"""
+        y = fused.up_merge(self, x, skip)  # in CPU inference, without building the concatenation
+        if y is not None:
+            return y
         size = skip.shape[2:]
         x = self.up(x)  # (N, C_skip, *coarse) or (N, C_skip, *2 coarse)
         if self.mode == UpMode.INTERP:
@@ -144,4 +153,4 @@ class UpBlock(nn.Module):
         else:
             x = x[(slice(None), slice(None)) + tuple(slice(0, n) for n in size)]
         x = torch.cat([skip, x], dim=1)  # (N, 2 C_skip, *skip)
-        return self.body(self.fuse(x))  # (N, C_out, *skip)
+        return self.fuse(x)  # (N, C_out, *skip)
