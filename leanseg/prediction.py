@@ -88,7 +88,17 @@ class Decoder:
             for channel, value in enumerate(self.paint):
                 out[(probs[channel] > 0.5).numpy()] = value
             return out
-        return self.lut[probs.argmax(0).numpy()].astype(self.dtype)
+        from leanseg.inference import argmax_channels
+
+        return self.lut.astype(self.dtype)[argmax_channels(probs)]
+
+    @property
+    def background(self) -> list[float]:
+        """The probabilities of a voxel that holds nothing: no region, or the class whose label value is 0."""
+        fill = [0.0] * (len(self.regions) or len(self.lut))
+        if not self.regions:
+            fill[int(np.flatnonzero(self.lut == 0)[0]) if (self.lut == 0).any() else 0] = 1.0
+        return fill
 
 
 def normalizer(meta: dict, stats_from: np.ndarray | None = None):
@@ -124,7 +134,8 @@ def _apply(norm, array: np.ndarray) -> np.ndarray:
 def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
-            slab: int | None = None, halo: int | None = None, progress: bool = True) -> Path:
+            slab: int | None = None, halo: int | None = None, progress: bool = True, crop: bool | None = None,
+            precision: str = "fp32") -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -140,8 +151,15 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         device: "cpu" (default), "cuda" or "auto". amp: float16 autocast, on CUDA only.
         slab, halo: SEG-Y streaming: inlines written per step and inlines of context read on each side (default:
             the window less two halos; an eighth of the window), see ``leanseg.inference.predict_streaming``.
+        crop: NIfTI/image inputs: run the sliding window on the bounding box of the voxels non-zero in any channel
+            only (normalisation statistics are then those of the box, as in nnU-Net) and give the rest background.
+            Default: on when the checkpoint normalises with ``{"kind": "zscore", "nonzero": true}`` (skull-stripped
+            BraTS, where the brain fills about a third of the grid).
+        precision: "fp32" (default) or "bf16" (``leanseg.nn.precision.prepare``); probabilities stay float32.
     """
     from leanseg.checkpoint import load_model
+    from leanseg.inference import nonzero_box, paste
+    from leanseg.nn.precision import prepare
 
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
@@ -162,7 +180,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     decoder = Decoder(meta, out_channels)
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=decoder.activation, device=dev,
                    amp=amp)
-    net = net.to(dev)
+    net = prepare(net.to(dev), precision)
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
@@ -175,7 +193,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
                            f" ({', '.join(meta.get('channels') or [])})")
     if kwargs.get("spatial_dims", array.ndim - 1) != array.ndim - 1:
         raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {kwargs['spatial_dims']}D model")
-    probs = _predict_array(net, _apply(normalizer(meta), array), meta, window, options, progress)
+    box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
+    inside = array if box is None else array[(slice(None), *box)]
+    probs = _predict_array(net, _apply(normalizer(meta), inside), meta, window, options, progress)
+    probs = probs if box is None else paste(probs, box, array.shape[1:], decoder.background)
     labels = decoder(probs)
     write_volume(output, labels, geometry)
     if probabilities:
@@ -185,6 +206,11 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         slices.add(0, array[0], labels)
         slices.save(outputs[-1])
     return output
+
+
+def _crops_by_default(meta: dict) -> bool:
+    spec = meta.get("normalization")
+    return isinstance(spec, dict) and spec.get("kind") == "zscore" and bool(spec.get("nonzero"))
 
 
 def _window(meta: dict, window, ndim: int):

@@ -41,11 +41,14 @@ def predict_cmd(
     slab: int | None = typer.Option(None, help="SEG-Y: inlines written per streaming step"),
     halo: int | None = typer.Option(None, help="SEG-Y: inlines of context read on each side of a slab"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    crop: bool | None = typer.Option(None, "--crop/--no-crop", help="predict only the box of non-zero voxels, the "
+                                     "rest is background (default: on for checkpoints normalised zscore nonzero)"),
+    precision: str = typer.Option("fp32", help="fp32 or bf16 (CPUs with avx512_bf16/amx_bf16, or CUDA)"),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
     from leanseg.prediction import predict
 
     out = predict(inputs, model, output=output, window=parse_window(window), overlap=overlap, tta=tta,
                   device=device, amp=amp, probabilities=probabilities, preview=preview, batch_size=batch_size,
-                  slab=slab, halo=halo, progress=progress)
+                  slab=slab, halo=halo, progress=progress, crop=crop, precision=precision)
     typer.echo(str(out))
