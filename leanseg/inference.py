@@ -46,7 +46,7 @@ def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.
                 y = activate(model(x.flip(axes) if axes else x).float())
                 y = y.flip(axes) if axes else y
                 total = y if total is None else total + y
-        return total / len(flips)
+        return total / len(flips) if len(flips) > 1 else total  # no copy of a window's output without TTA
 
     return predict
 
