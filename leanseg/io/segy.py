@@ -178,15 +178,10 @@ class SegyWriter:
                 out.bin = source.bin
                 out.bin.update(format=5)
             self._data_start = _TEXT + _BIN + source.ext_headers * _TEXT
-            tracecount = source.tracecount
         n = len(geometry.samples)
         self._source_trace = _TRACE_HEADER + n * _SAMPLE_BYTES[source_format]
         self._out_trace = _TRACE_HEADER + n * 4
         self._float = np.dtype(">f4" if geometry.endian == "big" else "<f4")
-        # the source's trace headers as one strided view: a slab's headers are copied out in one numpy step,
-        # reading 240 of every trace's bytes (the samples between are neither decoded nor copied)
-        self._source = np.memmap(geometry.path, np.uint8, "r", offset=self._data_start,
-                                 shape=(tracecount, self._source_trace))
         self._out = open(path, "r+b")
 
     def write(self, start: int, values: np.ndarray) -> None:
@@ -200,14 +195,18 @@ class SegyWriter:
         for lo, hi in _runs(traces):  # one write per run of consecutive traces
             first, count = int(traces[lo]), hi - lo
             block = np.empty((count, self._out_trace), np.uint8)
-            block[:, :_TRACE_HEADER] = self._source[first: first + count, :_TRACE_HEADER]
+            # the run's source trace headers through a map of just that run (so resident memory stays bounded):
+            # one strided numpy copy, the samples between are neither read into Python nor decoded
+            source = np.memmap(self.geometry.path, np.uint8, "r", offset=self._data_start + first * self._source_trace,
+                               shape=(count, self._source_trace))
+            block[:, :_TRACE_HEADER] = source[:, :_TRACE_HEADER]
+            del source
             block[:, _TRACE_HEADER:].view(self._float)[:] = samples[lo:hi]  # converts and swaps bytes in one pass
             self._out.seek(self._data_start + first * self._out_trace)
             self._out.write(block.data)  # the buffer itself: no bytes copy
 
     def close(self) -> None:
         self._out.close()
-        self._source = None  # unmaps once no block refers to it
 
     def __enter__(self) -> SegyWriter:
         return self
