@@ -76,3 +76,9 @@ def max_voxels() -> int:
     make leanseg allocate gigabytes."""
     value = os.environ.get("LEANSEG_MAX_VOXELS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else 2**28
+
+
+def shared_data() -> Path | None:
+    """LEANSEG_SHARED_DATA: the folder of the project's shared test data (benchmarks use its real cases)."""
+    value = os.environ.get("LEANSEG_SHARED_DATA")
+    return Path(value) if value else None

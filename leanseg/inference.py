@@ -7,6 +7,9 @@ and stitching on the CPU (``device="cpu"``) so that GPU memory does not grow wit
 ``predict_streaming`` is ours: MONAI's sliding window needs the whole input and output in memory. It reads slabs
 along the first spatial axis with a halo of context on each side, predicts each with ``sliding_window_predict``
 and hands the slab's centre to a writer, so peak memory is bounded by the slab, not the volume.
+
+``nonzero_box`` and ``paste`` crop a volume to the region that holds data before the sliding window and put the
+prediction back on the full grid (nnU-Net does the same): a skull-stripped brain fills about a third of its grid.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.
                 y = y.flip(axes) if axes else y
                 total = y if total is None else total + y
         assert total is not None  # flips holds at least the identity
-        return total / len(flips)
+        return total / len(flips) if len(flips) > 1 else total  # no copy of a window's output without TTA
 
     return predict
 
@@ -89,3 +92,41 @@ def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndar
         x = torch.from_numpy(np.ascontiguousarray(read(lo, hi), dtype=np.float32))[None]
         probs = sliding_window_predict(model, x, window, **options)[0]
         write(start, probs[:, start - lo: stop - lo])
+
+
+def nonzero_box(image: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """The spatial bounding box of the voxels non-zero in any channel of ``image`` ``(C, *spatial)``, grown by
+    ``margin`` voxels on each side and clipped to the grid; None when every voxel is zero."""
+    mask = np.any(image != 0, axis=0)  # (*spatial)
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(max(0, int(hits[0]) - margin), min(mask.shape[axis], int(hits[-1]) + 1 + margin)))
+    return tuple(box)
+
+
+def paste(probs: torch.Tensor, box: tuple[slice, ...], shape: Sequence[int], fill: Sequence[float]) -> torch.Tensor:
+    """Probabilities ``(K, *box)`` put back on a grid ``(K, *shape)`` whose voxels outside ``box`` get ``fill``
+    ``(K,)`` (the probabilities of background)."""
+    out = torch.empty((probs.shape[0], *shape), dtype=probs.dtype)
+    out[:] = torch.as_tensor(fill, dtype=probs.dtype).view(-1, *(1,) * len(shape))
+    out[(slice(None),) + tuple(box)] = probs
+    return out
+
+
+def argmax_channels(probs: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``argmax(probs, axis=0)`` for ``(K, *spatial)`` probabilities with few channels, as uint8 when K <= 256.
+
+    torch's and numpy's argmax over the first (outer, strided) axis run 20-40x slower than K passes of
+    elementwise compare-and-select (4.4 s against 0.12 s for 2 x 34 x 1024 x 512). Ties go to the first channel.
+    """
+    values = probs.numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
+    best = values[0].copy()
+    index = np.zeros(values.shape[1:], dtype=np.uint8 if len(values) <= 256 else np.int64)
+    for k in range(1, len(values)):
+        better = values[k] > best
+        np.putmask(index, better, k)
+        np.maximum(best, values[k], out=best)
+    return index

@@ -171,6 +171,16 @@ class LabelManager:
             return target.float()
         return torch.nn.functional.one_hot(target[:, 0].long(), self.num_outputs).movedim(-1, 1).float()
 
+    @property
+    def background(self) -> list[float]:
+        """The probabilities of a voxel that holds nothing (outside a crop): no region, or the class of value 0."""
+        if self.sigmoid:
+            return [0.0] * self.num_outputs
+        values = list(self.labels.values())
+        fill = [0.0] * self.num_outputs
+        fill[values.index(0) if 0 in values else 0] = 1.0
+        return fill
+
     def decode(self, probs: torch.Tensor) -> np.ndarray:
         """``(K, *spatial)`` probabilities -> ``(*spatial)`` label values, as ``leanseg predict`` writes them."""
         if self.sigmoid:
@@ -178,8 +188,10 @@ class LabelManager:
             for channel, value in enumerate(self.paint):
                 out[(probs[channel] > 0.5).numpy()] = value
             return out
+        from leanseg.inference import argmax_channels
+
         lut = np.asarray(list(self.labels.values()), dtype=self.dtype)
-        return lut[probs.argmax(0).numpy()]
+        return lut[argmax_channels(probs)]
 
 
 __all__ = ["LabelManager"]

@@ -68,7 +68,8 @@ def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
 def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
-            slab: int | None = None, halo: int | None = None, progress: bool = True) -> Path:
+            slab: int | None = None, halo: int | None = None, progress: bool = True, crop: bool | None = None,
+            precision: str = "fp32") -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -85,7 +86,15 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         device: "cpu" (default), "cuda" or "auto". amp: float16 autocast, on CUDA only.
         slab, halo: SEG-Y streaming: inlines written per step and inlines of context read on each side (default:
             the window less two halos; an eighth of the window), see ``leanseg.inference.predict_streaming``.
+        crop: NIfTI/image inputs: run the sliding window on the bounding box of the voxels non-zero in any channel
+            only (normalisation statistics are then those of the box, as in nnU-Net) and give the rest background.
+            Default: on when the checkpoint normalises with ``{"kind": "zscore", "nonzero": true}`` (skull-stripped
+            BraTS, where the brain fills about a third of the grid).
+        precision: "fp32" (default) or "bf16" (``leanseg.nn.precision.prepare``); probabilities stay float32.
     """
+    from leanseg.inference import nonzero_box, paste
+    from leanseg.nn.precision import prepare
+
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
@@ -104,7 +113,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     in_channels = meta.in_channels
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
                    amp=amp)
-    net = net.to(dev)
+    net = prepare(net.to(dev), precision)
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
@@ -117,7 +126,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
                            f" ({', '.join(meta.channels)})")
     if meta.spatial_dims not in (None, array.ndim - 1):
         raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
-    probs = _predict_array(net, _apply(meta.normalization.transform(), array), meta, window, options, progress)
+    box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
+    inside = array if box is None else array[(slice(None),) + tuple(box)]
+    probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
+    probs = probs if box is None else paste(probs, box, array.shape[1:], labels.background)
     label_map = labels.decode(probs)
     write_volume(output, label_map, geometry)
     if probabilities:
@@ -127,6 +139,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         slices.add(0, array[0], label_map)
         slices.save(outputs[-1])
     return output
+
+
+def _crops_by_default(meta: CheckpointMeta) -> bool:
+    return meta.normalization.kind == "zscore" and meta.normalization.nonzero
 
 
 def window_for(meta: CheckpointMeta, window, ndim: int) -> tuple[int, ...]:

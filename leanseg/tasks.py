@@ -138,19 +138,24 @@ class Task:
 
     def validate_case(self, model: nn.Module, image: torch.Tensor, target: torch.Tensor,
                       device: torch.device) -> dict[str, float]:
+        """Dice (and HD95) of one case ``(1, C, ...)``: predicted and decoded into a label map exactly as
+        ``leanseg predict`` writes it, then split into the masks ``leanseg evaluate`` scores."""
+        import torch
+
         from leanseg.inference import sliding_window_predict
         from leanseg.metrics import dice_hd95
 
         manager = self.label_manager
         probs = sliding_window_predict(model, image, self.config.window, activation=manager.activation,
                                        device=device)
-        pred, ref = manager.predicted_masks(probs), manager.target_masks(target.cpu())
+        scored = LabelManager(regions=manager.scored)
+        pred = torch.from_numpy(scored.masks(manager.decode(probs[0])))[None].float()
         keep = [i for i, name in enumerate(manager.names) if name in manager.scored]
-        dice, hd = dice_hd95(pred[:, keep], ref[:, keep], hd95=self.config.hd95)
-        names = [manager.names[i] for i in keep]
-        out = {f"dice_{name}": float(d) for name, d in zip(names, dice, strict=True)}
+        ref = manager.target_masks(target.cpu())[:, keep]
+        dice, hd = dice_hd95(pred, ref, hd95=self.config.hd95)
+        out = {f"dice_{name}": float(d) for name, d in zip(scored.names, dice, strict=True)}
         if hd is not None:
-            out |= {f"hd95_{name}": float(h) for name, h in zip(names, hd, strict=True)}
+            out |= {f"hd95_{name}": float(h) for name, h in zip(scored.names, hd, strict=True)}
         return out
 
     def batch_score(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, float]:

@@ -16,6 +16,7 @@ import typer
 
 from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
+from leanseg.cli.bench_predict import bench_predict
 from leanseg.cli.bench_stream import bench_stream
 from leanseg.cli.bench_unet import bench_unet
 from leanseg.cli.demo_cmd import demo_cmd
@@ -45,6 +46,7 @@ bench_app.command("conv")(bench_conv)
 bench_app.command("unet")(bench_unet)
 bench_app.command("stream")(bench_stream)
 bench_app.command("brats")(bench_brats)
+bench_app.command("predict")(bench_predict)
 
 
 def _terminate(signum, frame):

@@ -26,6 +26,9 @@ def predict_cmd(
     slab: int | None = typer.Option(None, help="SEG-Y: inlines written per streaming step"),
     halo: int | None = typer.Option(None, help="SEG-Y: inlines of context read on each side of a slab"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    crop: bool | None = typer.Option(None, "--crop/--no-crop", help="predict only the box of non-zero voxels, the "
+                                     "rest is background (default: on for checkpoints normalised zscore nonzero)"),
+    precision: str = typer.Option("fp32", help="fp32 or bf16 (CPUs with avx512_bf16/amx_bf16, or CUDA)"),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
     from leanseg.prediction import predict  # its device parser is leanseg.options.resolve_device
@@ -35,5 +38,6 @@ def predict_cmd(
     sizes = parse_window(window, what="--window") if window is not None else None
     out = predict(inputs, model, output=output, window=sizes[0] if sizes and len(sizes) == 1 else sizes,
                   overlap=overlap, tta=tta, device=device, amp=amp, probabilities=probabilities, preview=preview,
-                  batch_size=batch_size, slab=slab, halo=halo, progress=progress)
+                  batch_size=batch_size, slab=slab, halo=halo, progress=progress, crop=crop,
+                  precision=precision)
     typer.echo(str(out))

@@ -25,6 +25,10 @@ from leanseg.errors import LeanSegError
 SEGY_SUFFIXES = (".sgy", ".segy")
 _FORMATS = {1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 15, 16}  # sample format codes of SEG-Y rev 0..2
 _TEXT, _BIN, _TRACE_HEADER = 3200, 400, 240
+_INLINE_BYTE = 188  # 0-based offsets in a trace header: inline number (bytes 189-192), crossline next (193-196)
+_MAP_BYTES = 64 << 20  # file bytes mapped at a time where header words are read through numpy
+# bytes per sample of each SEG-Y format code
+_SAMPLE_BYTES = {1: 4, 2: 4, 3: 2, 5: 4, 6: 8, 8: 1, 9: 8, 10: 4, 11: 2, 12: 8, 15: 3, 16: 1}
 
 
 def _endian(path: Path) -> str:
@@ -101,8 +105,7 @@ class SegyReader:
         f = self.file
         if f.tracecount == 0:
             raise LeanSegError(f"{self.path}: SEG-Y file has no traces")
-        il = np.asarray(f.attributes(segyio.TraceField.INLINE_3D)[:], dtype=np.int64)
-        xl = np.asarray(f.attributes(segyio.TraceField.CROSSLINE_3D)[:], dtype=np.int64)
+        il, xl = self._inline_crossline(endian)
         ilines, il_pos = np.unique(il, return_inverse=True)
         xlines, xl_pos = np.unique(xl, return_inverse=True)
         index = np.full((len(ilines), len(xlines)), -1, dtype=np.int64)
@@ -112,6 +115,30 @@ class SegyReader:
                                f"positions; only post-stack 3D cubes are supported (pre-stack gathers and 2D lines "
                                f"repeat positions)")
         return SegyGeometry(self.path, endian, ilines, xlines, np.asarray(f.samples, dtype=np.float64), index)
+
+    def _inline_crossline(self, endian: str) -> tuple[np.ndarray, np.ndarray]:
+        """The inline and crossline numbers of every trace, (T,) int64 each.
+
+        segyio's ``attributes`` reads a header word with one seek and read per trace per field (0.4 s for 110k
+        traces); where the file is the regular sequence of fixed-size traces that segyio assumes too, both words
+        come out of a map of the file in one strided numpy copy per chunk of traces (the map is bounded so that
+        resident memory is, too).
+        """
+        f = self.file
+        data_start = _TEXT + _BIN + f.ext_headers * _TEXT
+        trace = _TRACE_HEADER + len(f.samples) * _SAMPLE_BYTES.get(int(f.bin[segyio.BinField.Format]), 0)
+        if trace == _TRACE_HEADER or data_start + f.tracecount * trace != self.path.stat().st_size:
+            return (np.asarray(f.attributes(segyio.TraceField.INLINE_3D)[:], dtype=np.int64),
+                    np.asarray(f.attributes(segyio.TraceField.CROSSLINE_3D)[:], dtype=np.int64))
+        word = np.dtype(">i4" if endian == "big" else "<i4")
+        words = np.empty((f.tracecount, 2), word)
+        chunk = max(1, _MAP_BYTES // trace)
+        for lo in range(0, f.tracecount, chunk):
+            hi = min(f.tracecount, lo + chunk)
+            block = np.memmap(self.path, np.uint8, "r", offset=data_start + lo * trace, shape=(hi - lo, trace))
+            words[lo:hi] = block[:, _INLINE_BYTE: _INLINE_BYTE + 8].view(word)  # inline, then crossline
+            del block
+        return words[:, 0].astype(np.int64), words[:, 1].astype(np.int64)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -141,8 +168,6 @@ class SegyReader:
         self.close()
 
 
-# bytes per sample of each SEG-Y format code
-_SAMPLE_BYTES = {1: 4, 2: 4, 3: 2, 5: 4, 6: 8, 8: 1, 9: 8, 10: 4, 11: 2, 12: 8, 15: 3, 16: 1}
 
 
 def _runs(sorted_values: np.ndarray) -> list[tuple[int, int]]:
@@ -182,29 +207,31 @@ class SegyWriter:
         self._source_trace = _TRACE_HEADER + n * _SAMPLE_BYTES[source_format]
         self._out_trace = _TRACE_HEADER + n * 4
         self._float = np.dtype(">f4" if geometry.endian == "big" else "<f4")
-        self._source = open(geometry.path, "rb")
         self._out = open(path, "r+b")
 
     def write(self, start: int, values: np.ndarray) -> None:
         """Write ``values`` ``(n, X, S)`` as inlines ``start:start+n``; dead positions are skipped."""
         index = self.geometry.trace_index[start: start + len(values)]
         live = index >= 0
-        traces, samples = index[live], np.asarray(values, dtype=np.float32)[live]
-        order = np.argsort(traces, kind="stable")
-        traces, samples = traces[order], samples[order]
-        for lo, hi in _runs(traces):  # one read and one write per run of consecutive traces
+        traces, samples = index[live], np.asarray(values)[live]  # (T,), (T, S)
+        if not np.all(traces[1:] > traces[:-1]):  # crossline-sorted or irregular: write in file order
+            order = np.argsort(traces, kind="stable")
+            traces, samples = traces[order], samples[order]
+        for lo, hi in _runs(traces):  # one write per run of consecutive traces
             first, count = int(traces[lo]), hi - lo
-            self._source.seek(self._data_start + first * self._source_trace)
-            raw = np.frombuffer(self._source.read(count * self._source_trace), np.uint8)
             block = np.empty((count, self._out_trace), np.uint8)
-            block[:, :_TRACE_HEADER] = raw.reshape(count, self._source_trace)[:, :_TRACE_HEADER]
-            block[:, _TRACE_HEADER:] = samples[lo:hi].astype(self._float).view(np.uint8)
+            # the run's source trace headers through a map of just that run (so resident memory stays bounded):
+            # one strided numpy copy, the samples between are neither read into Python nor decoded
+            source = np.memmap(self.geometry.path, np.uint8, "r", offset=self._data_start + first * self._source_trace,
+                               shape=(count, self._source_trace))
+            block[:, :_TRACE_HEADER] = source[:, :_TRACE_HEADER]
+            del source
+            block[:, _TRACE_HEADER:].view(self._float)[:] = samples[lo:hi]  # converts and swaps bytes in one pass
             self._out.seek(self._data_start + first * self._out_trace)
-            self._out.write(block.tobytes())
+            self._out.write(block.data)  # the buffer itself: no bytes copy
 
     def close(self) -> None:
         self._out.close()
-        self._source.close()
 
     def __enter__(self) -> SegyWriter:
         return self

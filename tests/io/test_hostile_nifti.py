@@ -27,7 +27,7 @@ def _header_only(path: Path, shape, dtype=np.float32) -> Path:
     return path
 
 
-def _bomb(path: Path, shape=(1024, 1024, 480)) -> Path:
+def _bomb(path: Path, shape=(1024, 1024, 280)) -> Path:
     """An honest header over a highly compressible payload: a few hundred kB that inflate to the claimed size."""
     header = nib.Nifti1Header()
     header.set_data_shape(shape)

@@ -137,3 +137,23 @@ def test_not_segy(tmp_path):
     (tmp_path / "junk.sgy").write_bytes(b"hello" * 1000)
     with pytest.raises(LeanSegError, match="junk.sgy: not a SEG-Y file"):
         read_segy(tmp_path / "junk.sgy")
+
+
+@needs_data
+@pytest.mark.parametrize("name", POST_STACK)
+def test_header_words_read_through_numpy_equal_segyio(name):
+    """The mapped read of inline/crossline numbers gives segyio's values (and segyio's where it falls back)."""
+    with SegyReader(DATA / name) as reader:
+        il, xl = reader._inline_crossline(reader.geometry.endian)
+        np.testing.assert_array_equal(il, reader.file.attributes(segyio.TraceField.INLINE_3D)[:])
+        np.testing.assert_array_equal(xl, reader.file.attributes(segyio.TraceField.CROSSLINE_3D)[:])
+
+
+def test_header_words_read_in_several_maps(tmp_path, monkeypatch):
+    import leanseg.io.segy as segy
+
+    values = _crossline_sorted(tmp_path / "xl.sgy")
+    monkeypatch.setattr(segy, "_MAP_BYTES", 1)  # one trace per map: chunk edges everywhere
+    with SegyReader(tmp_path / "xl.sgy") as reader:
+        assert reader.shape == (3, 4, 8)
+        np.testing.assert_array_equal(reader.read()[1, 2], values[6, 14])
