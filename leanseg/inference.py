@@ -15,6 +15,7 @@ prediction back on the full grid (nnU-Net does the same): a skull-stripped brain
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
+from leanseg.errors import LeanSegError
 from leanseg.options import parse_window
 
 ACTIVATIONS = {"softmax": lambda y: torch.softmax(y, dim=1), "sigmoid": torch.sigmoid, "none": lambda y: y}
@@ -47,6 +49,44 @@ def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.
     return predict
 
 
+# Windows of one voxel, or overlaps near 1, would run a window per voxel: hours for one volume. nnU-Net and MONAI
+# use 0.5; 0.9 already runs 1000x the windows of 0 in 3D.
+MAX_OVERLAP = 0.9
+MAX_WINDOW, MAX_WINDOW_VOXELS = 1024, 2**24  # 256^3 voxels: several GB of activations already
+MAX_WINDOWS = 20_000  # a BraTS case takes 27 windows of 128^3 at overlap 0.5; a one-voxel window would take 9M
+
+
+def check_window(window: tuple[int, ...]) -> tuple[int, ...]:
+    """A window within sane bounds, or a one-line error."""
+    if min(window) < 1 or max(window) > MAX_WINDOW or math.prod(window) > MAX_WINDOW_VOXELS:
+        raise LeanSegError(f"window {list(window)}: sizes must be 1 to {MAX_WINDOW} per axis and "
+                           f"{MAX_WINDOW_VOXELS:,} voxels in all")
+    return window
+
+
+def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding window runs over ``shape`` (its scan: steps of window * (1 - overlap))."""
+    total = 1
+    for n, w in zip(shape, window, strict=True):
+        step = max(1, int(w * (1 - overlap)))
+        total *= 1 if n <= w else math.ceil((n - w) / step) + 1
+    return total
+
+
+def check_options(overlap: float = 0.5, batch_size: int = 1, slab: int | None = None,
+                  halo: int | None = None) -> None:
+    """One-line errors for sliding-window and streaming options out of range (checked before any work)."""
+    if isinstance(overlap, bool) or not (isinstance(overlap, int | float) and math.isfinite(overlap)
+                                         and 0 <= overlap <= MAX_OVERLAP):
+        raise LeanSegError(f"overlap must be a number from 0 to {MAX_OVERLAP}, got {overlap!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LeanSegError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if slab is not None and (isinstance(slab, bool) or not isinstance(slab, int) or slab < 1):
+        raise LeanSegError(f"slab must be a positive number of inlines, got {slab!r}")
+    if halo is not None and (isinstance(halo, bool) or not isinstance(halo, int) or halo < 0):
+        raise LeanSegError(f"halo must be 0 or more inlines, got {halo!r}")
+
+
 @torch.no_grad()
 def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: int | Sequence[int],
                            overlap: float = 0.5, batch_size: int = 1, blend: str = "gaussian", tta: bool = False,
@@ -58,7 +98,12 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: 
     ``blend``: "gaussian" (weights fall off towards window borders) or "constant". ``amp`` autocasts on CUDA only.
     """
     device = torch.device(device)
-    window = parse_window(window, image.ndim - 2)
+    window = check_window(parse_window(window, image.ndim - 2))
+    check_options(overlap=overlap, batch_size=batch_size)
+    windows = count_windows(image.shape[2:], window, overlap)
+    if windows > MAX_WINDOWS:
+        raise LeanSegError(f"window {list(window)} with overlap {overlap} would run {windows:,} windows over "
+                           f"{list(image.shape[2:])} (more than {MAX_WINDOWS:,}); use a larger window or less overlap")
     predictor = _mirrored(model, activation, tta, device, amp)
     out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
                                    sw_device=device, device="cpu", progress=progress)
@@ -86,6 +131,9 @@ def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndar
     """
     first = window if isinstance(window, int) else int(window[0])
     halo = first // 8 if halo is None else halo
+    check_options(slab=slab, halo=halo)
+    if halo > first:  # more context than a window sees is read for nothing, every slab
+        raise LeanSegError(f"halo must be at most the window's first size ({first}) inlines, got {halo}")
     slab = slab or max(1, first - 2 * halo)
     steps = list(slabs(length, slab, halo))
     for start, stop, lo, hi in tqdm(steps, desc="slabs", unit="slab", disable=not progress):

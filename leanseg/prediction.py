@@ -8,6 +8,7 @@ SEG-Y cubes always stream slab by slab along the inline axis, so their size is b
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from leanseg.checkpoint import CheckpointMeta
-from leanseg.errors import LeanSegError
+from leanseg.errors import LeanSegError, LeanSegWarning
 from leanseg.io import (
     SegyReader,
     SegyWriter,
@@ -92,23 +93,30 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
             BraTS, where the brain fills about a third of the grid).
         precision: "fp32" (default) or "bf16" (``leanseg.nn.precision.prepare``); probabilities stay float32.
     """
-    from leanseg.inference import nonzero_box, paste
+    from leanseg.inference import check_options, check_window, nonzero_box, paste
     from leanseg.nn.precision import prepare
 
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
+    check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
     net, meta = _checkpoint(model)
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
+    _check_output_kind(output, kind)
+    if meta.spatial_dims is not None:
+        check_window(window_for(meta, window, meta.spatial_dims))
     sources: list[Path] = [Path(p) for p in inputs]
     if kind == "folder":
         sources = find_case_files(inputs[0], meta.channels)
+    elif kind == "nifti" and len(sources) > 1:
+        sources = _in_channel_order(sources, meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
+    read = sources + ([Path(model)] if isinstance(model, str | os.PathLike) else [])  # the checkpoint is read too
     for out in outputs:
-        check_output(out, sources)
+        check_output(out, read)
     labels = meta.label_manager
     in_channels = meta.in_channels
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
@@ -139,6 +147,48 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         slices.add(0, array[0], label_map)
         slices.save(outputs[-1])
     return output
+
+
+_OUTPUT_KINDS = {"nifti": ("nifti", "npy"), "folder": ("nifti", "npy"), "segy": ("segy", "npy", "nifti"),
+                 "image": ("image", "npy", "nifti")}
+
+
+def _check_output_kind(output: Path, kind: str) -> None:
+    """Refuse, before any work, an output format that cannot hold a prediction of this kind of input."""
+    out_kind = kind_of(output)
+    if out_kind not in _OUTPUT_KINDS.get(kind, ()):
+        names = {"nifti": ".nii.gz", "npy": ".npy", "segy": ".sgy", "image": ".png"}
+        allowed = ", ".join(names[k] for k in _OUTPUT_KINDS.get(kind, ()))
+        raise LeanSegError(f"{output}: a prediction of a {kind} input is written as {allowed}")
+
+
+def _in_channel_order(files: list[Path], channels: Sequence[str]) -> list[Path]:
+    """Channel files in the checkpoint's order when their names say which channel each is (t1c, flair, ...).
+
+    Listed in another order, they are reordered with a note; names that identify no channel (or two) keep the
+    order given, as the user's statement of it.
+    """
+    from leanseg.io import channel_of
+
+    if not channels or len(files) != len(channels):
+        return files
+    named = [channel_of(f, channels) for f in files]
+    if None in named or len(set(named)) != len(named):
+        return files
+    ordered = [files[named.index(c)] for c in channels]
+    if ordered != files:
+        warnings.warn(f"channel files reordered by their names to the checkpoint's order {', '.join(channels)}: "
+                      f"{', '.join(p.name for p in ordered)}", LeanSegWarning, stacklevel=3)
+    return ordered
+
+
+def _finite(slab: np.ndarray, path: Path, first: int) -> np.ndarray:
+    """``slab`` (inlines from index ``first``), or a one-line error where it holds NaN or infinite samples."""
+    if not np.isfinite(slab).all():
+        bad = np.argwhere(~np.isfinite(slab))[0]
+        raise LeanSegError(f"{path}: NaN or infinite sample at inline index {first + int(bad[0])}, crossline index "
+                           f"{int(bad[1])}, sample {int(bad[2])}; fix or mute it before predicting")
+    return slab
 
 
 def _crops_by_default(meta: CheckpointMeta) -> bool:
@@ -175,7 +225,8 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         decoder = meta.label_manager
         # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
         picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
-        norm = meta.normalization.transform(stats_from=np.stack([reader.read(i, i + 1)[0] for i in picks])[None])
+        sample = np.stack([_finite(reader.read(i, i + 1), path, i)[0] for i in picks])[None]
+        norm = meta.normalization.transform(stats_from=sample)
         live = geometry.live
         labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
         if kind == "segy":
@@ -194,7 +245,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         slices = OrthoSlices(geometry.shape) if outputs[-1].name.endswith("_preview.png") else None
 
         def read(lo, hi):
-            return _apply(norm, reader.read(lo, hi)[None])
+            return _apply(norm, _finite(reader.read(lo, hi), path, lo)[None])
 
         def write(start, probs):
             labels = decoder.decode(probs)

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 
 import typer
 
@@ -24,7 +25,7 @@ from leanseg.cli.evaluate_cmd import evaluate_cmd
 from leanseg.cli.models_cmd import models
 from leanseg.cli.predict_cmd import predict_cmd
 from leanseg.cli.train_cmd import train_cmd
-from leanseg.errors import LeanSegError
+from leanseg.errors import LeanSegError, LeanSegWarning
 
 app = typer.Typer(
     name="leanseg",
@@ -49,6 +50,12 @@ bench_app.command("brats")(bench_brats)
 bench_app.command("predict")(bench_predict)
 
 
+def _note(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each: 'leanseg: note: ...' for ours, the category name for others'."""
+    tag = "note" if issubclass(category, LeanSegWarning) else category.__name__
+    print(f"leanseg: {tag}: {message}", file=sys.stderr)
+
+
 def _terminate(signum, frame):
     raise KeyboardInterrupt
 
@@ -57,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     # nibabel logs the header fields it repairs (a zero voxel size becomes 1, an invalid code 0) straight to stderr;
     # the CLI's contract is one line per problem, so only its errors that stop a read reach the user, as ours
     logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+    warnings.showwarning = _note
     # SIGTERM (kill, a batch scheduler's time limit) unwinds like Ctrl-C, so half-written outputs are removed
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)

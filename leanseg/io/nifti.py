@@ -192,6 +192,23 @@ def _tokens(name: str) -> list[str]:
     return [t for t in re.split(r"[_\-.\s]+", name) if t]
 
 
+def _name_table(channels: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None) -> dict[str, set[str]]:
+    """Channel name -> the file-name tokens that mean it."""
+    table = {name: {name.lower(), *BRATS_ALIASES.get(_ALIAS_OF.get(name.lower(), name.lower()), ())}
+             for name in channels}
+    for name, extra in (aliases or {}).items():
+        table.setdefault(name, {name.lower()}).update(a.lower() for a in extra)
+    return table
+
+
+def channel_of(path: str | os.PathLike, channels: Sequence[str]) -> str | None:
+    """The one channel of ``channels`` that the file name ``path`` names (as ``find_case_files`` reads names), or
+    None when it names none or several."""
+    tokens = set(_tokens(Path(path).name))
+    hits = [name for name, names in _name_table(channels).items() if names & tokens]
+    return hits[0] if len(hits) == 1 else None
+
+
 def find_case_files(folder: str | os.PathLike, channels: Sequence[str],
                     aliases: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
     """The NIfTI file of each channel in a case folder, in the order of ``channels``.
@@ -203,10 +220,7 @@ def find_case_files(folder: str | os.PathLike, channels: Sequence[str],
     folder = Path(folder)
     if not folder.is_dir():
         raise LeanSegError(f"{folder}: no such folder")
-    table = {name: {name.lower(), *BRATS_ALIASES.get(_ALIAS_OF.get(name.lower(), name.lower()), ())}
-             for name in channels}
-    for name, extra in (aliases or {}).items():
-        table.setdefault(name, {name.lower()}).update(a.lower() for a in extra)
+    table = _name_table(channels, aliases)
     files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(NIFTI_SUFFIXES))
     found = []
     for name in channels:
