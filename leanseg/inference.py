@@ -64,6 +64,15 @@ def check_window(window: tuple[int, ...]) -> tuple[int, ...]:
     return window
 
 
+def check_window_count(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+    """The number of windows over ``shape``, or a one-line error when it is absurd (a window of a few voxels)."""
+    windows = count_windows(shape, window, overlap)
+    if windows > MAX_WINDOWS:
+        raise LeanSegError(f"window {list(window)} with overlap {overlap} would run {windows:,} windows over "
+                           f"{list(shape)} (more than {MAX_WINDOWS:,}); use a larger window or less overlap")
+    return windows
+
+
 def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
     """How many windows MONAI's sliding window runs over ``shape`` (its scan: steps of window * (1 - overlap))."""
     total = 1
@@ -100,10 +109,7 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: 
     device = torch.device(device)
     window = check_window(parse_window(window, image.ndim - 2))
     check_options(overlap=overlap, batch_size=batch_size)
-    windows = count_windows(image.shape[2:], window, overlap)
-    if windows > MAX_WINDOWS:
-        raise LeanSegError(f"window {list(window)} with overlap {overlap} would run {windows:,} windows over "
-                           f"{list(image.shape[2:])} (more than {MAX_WINDOWS:,}); use a larger window or less overlap")
+    check_window_count(image.shape[2:], window, overlap)
     predictor = _mirrored(model, activation, tta, device, amp)
     out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
                                    sw_device=device, device="cpu", progress=progress)

@@ -212,7 +212,7 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
 def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
                   progress: bool) -> None:
     """Stream a SEG-Y cube: read inline slabs lazily, write labels (and probabilities) slab by slab."""
-    from leanseg.inference import predict_streaming
+    from leanseg.inference import check_window_count, predict_streaming
 
     output = outputs[0]
     kind = kind_of(output)
@@ -220,6 +220,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         raise LeanSegError(f"{output}: a SEG-Y prediction is written as .sgy, .npy or NIfTI")
     with SegyReader(path) as reader, ExitStack() as stack:
         geometry = reader.geometry
+        check_window_count(geometry.shape, window_for(meta, window, 3), options["overlap"])
         if meta.in_channels not in (None, 1):
             raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {meta.in_channels}")
         decoder = meta.label_manager
