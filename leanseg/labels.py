@@ -31,6 +31,16 @@ def _int_value(value, what: str) -> int:
     return int(value)
 
 
+def check_label_values(label_map: np.ndarray, allowed: set[int] | frozenset[int], where, whose: str) -> None:
+    """A one-line error naming ``where`` when ``label_map`` holds non-integers or values outside ``allowed``."""
+    values = np.unique(label_map)
+    if not np.all(values == np.round(values)):
+        raise LeanSegError(f"{where}: label map has non-integer values")
+    bad = sorted(set(values.astype(np.int64).tolist()) - set(allowed))
+    if bad:
+        raise LeanSegError(f"{where}: label values {bad[:10]} are not in {whose} set {sorted(allowed)}")
+
+
 @dataclass(frozen=True)
 class LabelManager:
     """Classes (softmax) or regions (sigmoid) of a task, and every conversion between them and label maps."""
@@ -125,12 +135,7 @@ class LabelManager:
     # -------------------------------------------------------------------------------------------- label maps in
     def check(self, label_map: np.ndarray, where) -> None:
         """A one-line error naming ``where`` when ``label_map`` holds non-integers or values outside the task."""
-        values = np.unique(label_map)
-        if not np.all(values == np.round(values)):
-            raise LeanSegError(f"{where}: label map has non-integer values")
-        bad = sorted(set(values.astype(np.int64).tolist()) - self.values)
-        if bad:
-            raise LeanSegError(f"{where}: label values {bad[:10]} are not in this task's set {sorted(self.values)}")
+        check_label_values(label_map, self.values, where, "this task's")
 
     def masks(self, label_map: np.ndarray) -> np.ndarray:
         """``(*spatial)`` label values -> ``(K, *spatial)`` bool, one mask per output channel."""
@@ -194,4 +199,4 @@ class LabelManager:
         return lut[argmax_channels(probs)]
 
 
-__all__ = ["LabelManager"]
+__all__ = ["LabelManager", "check_label_values"]

@@ -17,6 +17,7 @@ import numpy as np
 
 from leanseg.errors import LeanSegError
 from leanseg.io import read_nifti
+from leanseg.labels import check_label_values
 from leanseg.tasks import Task, TaskConfig
 from pipelines._common import dice_bce_loss, missing_error, seeded_cases
 
@@ -34,12 +35,7 @@ class Convention:
 
     def canonical(self, label: np.ndarray, where) -> np.ndarray:
         """Its label map in the numbering REGIONS uses, or a one-line error for values outside the convention."""
-        values = np.unique(label)
-        if not np.all(values == np.round(values)):
-            raise LeanSegError(f"{where}: label map has non-integer values")
-        bad = sorted(set(values.astype(np.int64).tolist()) - self.labels)
-        if bad:
-            raise LeanSegError(f"{where}: label values {bad} are not in this convention's set {sorted(self.labels)}")
+        check_label_values(label, self.labels, where, "this convention's")
         out = label.astype(np.int64)
         for value, brats in self.to_brats.items():
             out[label == value] = brats
