@@ -45,8 +45,9 @@ class ConvNormAct(nn.Module):
             # saves one activation-sized buffer per block
             self.act.inplace = True
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = fused.conv_norm_act(self, x)  # the CPU's fused kernels where they apply (leanseg.nn.fused)
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        # the CPU's fused kernels where they apply (leanseg.nn.fused); out: memory for the result in inference
+        y = fused.conv_norm_act(self, x, out)
         return y if y is not None else self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
 
 
@@ -142,9 +143,9 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.body(self.merge(x, skip))  # (N, C_out, *skip)
 
-    def merge(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """The first half of forward: up, concatenate, fuse. (N, C_out, *skip)"""
-        y = fused.up_merge(self, x, skip)  # in CPU inference, without building the concatenation
+    def merge(self, x: torch.Tensor, skip: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The first half of forward: up, concatenate, fuse. (N, C_out, *skip). out: as for ConvNormAct."""
+        y = fused.up_merge(self, x, skip, out)  # in CPU inference, without building the concatenation
         if y is not None:
             return y
         size = skip.shape[2:]
