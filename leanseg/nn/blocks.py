@@ -152,6 +152,7 @@ class UpBlock(nn.Module):
         x = self.up(x)  # (N, C_skip, *coarse) or (N, C_skip, *2 coarse)
         if self.mode == "interp":
             x = F.interpolate(x, size=size, mode=self.interp, align_corners=False)
+            x = fused.channels_last_grad(x)  # the interpolation's backward is fast only on a channels-last gradient
         else:
             x = x[(slice(None), slice(None)) + tuple(slice(0, n) for n in size)]
         x = torch.cat([skip, x], dim=1)  # (N, 2 C_skip, *skip)
