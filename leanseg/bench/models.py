@@ -232,9 +232,14 @@ def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int, p
 
 
 def _run(fn, *args):
-    """fn(*args) in a fresh spawned process: the peak memory of one row must not hide in another's high-water mark."""
+    """fn(*args) in a fresh spawned process: the peak memory of one row must not hide in another's high-water mark.
+    (nan, nan) when the process dies (the kernel's out-of-memory killer, on a machine shared with other jobs)."""
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+        try:
+            return pool.submit(fn, *args).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            print("  the worker process was killed (out of memory?)", flush=True)
+            return math.nan, math.nan
 
 
 def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
