@@ -195,8 +195,10 @@ def _peak_bytes(base: int | None) -> float:
 
 
 def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int, precision: str = "fp32",
-             train_batch: int = 0) -> tuple[float, float]:
-    """In a fresh process: (median seconds, peak resident memory added by the first pass, in bytes).
+             train_batch: int = 0) -> tuple[float, float, float]:
+    """In a fresh process: (median seconds, median CPU seconds of all threads, peak resident memory added by the
+    first pass, in bytes). CPU time is the figure to compare on a machine shared with other jobs: wall time there
+    includes the time other processes hold the cores.
 
     train_batch 0: inference as it is run (eval, inference_mode, batch 1). Otherwise one training step on a batch
     of that many: forward, a loss (mean of the logits: the network's cost, not the loss's), backward. The peak
@@ -207,7 +209,6 @@ def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int, p
     """
     from leanseg.nn import _cext
 
-    _cext.tune_malloc()
     model = _build(builder, kwargs, precision)
     if train_batch:
         model.train()
@@ -223,21 +224,28 @@ def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int, p
         def step():
             with torch.inference_mode():
                 model(x)
+    _cext.tune_malloc()  # where leanseg's first forward applies it: after the model and its input exist
     base = _reset_peak()
     step()
     peak = _peak_bytes(base)
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), peak
+        cpu.append(time.process_time() - c0)
+    return statistics.median(times), statistics.median(cpu), peak
 
 
 def _run(fn, *args):
-    """fn(*args) in a fresh spawned process: the peak memory of one row must not hide in another's high-water mark."""
+    """fn(*args) in a fresh spawned process: the peak memory of one row must not hide in another's high-water mark.
+    (nan, nan) when the process dies (the kernel's out-of-memory killer, on a machine shared with other jobs)."""
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
+        try:
+            return pool.submit(fn, *args).result()
+        except concurrent.futures.process.BrokenProcessPool:
+            print("  the worker process was killed (out of memory?)", flush=True)
+            return math.nan, math.nan, math.nan
 
 
 def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
@@ -257,33 +265,35 @@ def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
             continue
         with torch.device("meta"):
             weights, macs = weights_and_macs(_build(builder, kwargs), shape)
-        seconds, peak = _run(_measure, builder, kwargs, shape, repeats, precision)
-        rows.append({"model": name, "weights": weights, "macs": macs, "seconds": seconds, "peak_bytes": peak,
-                     "pass": "inference"})
+        seconds, cpu, peak = _run(_measure, builder, kwargs, shape, repeats, precision)
+        rows.append({"model": name, "weights": weights, "macs": macs, "seconds": seconds, "cpu_seconds": cpu,
+                     "peak_bytes": peak, "pass": "inference"})
         print(f"  measured {name}", flush=True)
-    header = ["model", "weights", "multiply-adds", "CPU forward (s)", "peak memory (MiB)"]
-    table = [[r["model"], f"{r['weights']:,}", _fmt(r["macs"]), f"{r['seconds']:.2f}",
+    header = ["model", "weights", "multiply-adds", "forward, wall (s)", "CPU time (s)", "peak memory (MiB)"]
+    table = [[r["model"], f"{r['weights']:,}", _fmt(r["macs"]), f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}",
               f"{r['peak_bytes'] / 2**20:,.0f}"] for r in rows]
     where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} "
              f"cores, torch {torch.__version__}")
     print(f"{'x'.join(map(str, shape))} patch, batch 1, inference (float32 unless marked), median of {repeats} "
-          f"after a warm-up; {where}")
+          f"after a warm-up; CPU time: all threads; {where}; load average {os.getloadavg()[0]:.1f}")
     print(format_table(header, table))
     train = [n for n in TRAIN_ROWS if not names or n in names] if train_batch else []
     train_rows = []
     for name in train:
         builder, kwargs, _ = specs[name]
-        seconds, peak = _run(_measure, builder, kwargs, shape, train_repeats, "fp32", train_batch)
-        train_rows.append({"model": name, "seconds": seconds, "peak_bytes": peak, "pass": "train"})
+        seconds, cpu, peak = _run(_measure, builder, kwargs, shape, train_repeats, "fp32", train_batch)
+        train_rows.append({"model": name, "seconds": seconds, "cpu_seconds": cpu, "peak_bytes": peak,
+                           "pass": "train"})
         print(f"  measured {name} (training step)", flush=True)
     if train_rows:
         lean = train_rows[0] if train_rows[0]["model"] == "LeanUNet" else None
-        header = ["model", "fwd+bwd (s)", "peak memory (MiB)"] + (["time / LeanUNet", "memory / LeanUNet"]
-                                                                  if lean else [])
-        table = [[r["model"], f"{r['seconds']:.2f}", f"{r['peak_bytes'] / 2**20:,.0f}"]
-                 + ([f"{r['seconds'] / lean['seconds']:.2f}x", f"{r['peak_bytes'] / lean['peak_bytes']:.2f}x"]
-                    if lean else []) for r in train_rows]
+        header = ["model", "fwd+bwd, wall (s)", "CPU time (s)", "peak memory (MiB)"] + (
+            ["time / LeanUNet", "CPU time / LeanUNet", "memory / LeanUNet"] if lean else [])
+        table = [[r["model"], f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{r['peak_bytes'] / 2**20:,.0f}"]
+                 + ([f"{r['seconds'] / lean['seconds']:.2f}x", f"{r['cpu_seconds'] / lean['cpu_seconds']:.2f}x",
+                     f"{r['peak_bytes'] / lean['peak_bytes']:.2f}x"] if lean else []) for r in train_rows]
         print(f"\ntraining step: {train_batch}x{'x'.join(map(str, shape))}, float32, forward + backward of the "
-              f"mean of the logits, median of {train_repeats} after a warm-up step; {where}")
+              f"mean of the logits, median of {train_repeats} after a warm-up step; {where}; load average "
+              f"{os.getloadavg()[0]:.1f}")
         print(format_table(header, table))
     return rows + train_rows

@@ -11,7 +11,7 @@ from torch import nn
 
 from leanseg.errors import LeanSegError
 from leanseg.models._registry import register
-from leanseg.nn.blocks import DownBlock, UpBlock
+from leanseg.nn.blocks import ConvNormAct, DownBlock, UpBlock
 from leanseg.nn.factories import LayerSpec, check_conv_kind, check_dims, pointwise_conv
 from leanseg.options import UpMode, look_up_option
 
@@ -96,17 +96,35 @@ class LeanUNet(nn.Module):
         # channels-last throughout: the lean convs' native layout; on CPU it also makes the backward of the dense
         # first conv (few input channels) 20-70x faster than in NCDHW order
         x = x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)
-        skips = []
+        # In inference the activations a level no longer needs are handed on as memory for later results of the
+        # same shape (a level's down output for its decoder merge, a skip for the decoder body that consumes it):
+        # the decoder then allocates no activation-sized block, which on glibc's heap would land above the holes
+        # that smaller tensors have fragmented (the peak at 4x128^3 grew by a third that way).
+        reuse = not torch.is_grad_enabled() and isinstance(self.encoder[0].body, ConvNormAct)
+        skips: list[torch.Tensor] = []
+        spare: list[torch.Tensor] = []
         for level in self.encoder:
-            x = level(x)  # (N, f[i], *ceil(spatial / 2^i))
+            if reuse:
+                down: DownBlock = level  # type: ignore[assignment]  # ModuleList items are typed as Module
+                a = down.down(x)  # (N, f[i], *ceil(spatial / 2^i))
+                x = down.body(a)
+                spare.append(a)
+                del a
+            else:
+                x = level(x)  # (N, f[i], *ceil(spatial / 2^i))
             skips.append(x)
         x = skips.pop()  # (N, f[-1], *coarsest)
+        if reuse:
+            spare.pop()
         outs = []
         for level in self.decoder:
-            # merge, then body, so that the skip (popped: the list no longer holds it) is freed before the body's
-            # conv allocates its output: at level 0 that is a 32 x 128^3 tensor less at the peak
+            # merge, then body, so that the skip (popped: the list no longer holds it) is freed, or reused, before
+            # the body's conv writes its output
             up: UpBlock = level  # type: ignore[assignment]  # ModuleList items are typed as Module
-            x = up.body(up.merge(x, skips.pop()))  # (N, f[i], *skip i)
+            skip = skips.pop()
+            x = up.merge(x, skip, out=spare.pop() if reuse else None)
+            x = up.body(x, out=skip) if reuse else up.body(x)  # (N, f[i], *skip i)
+            del skip
             if self.aux_heads:
                 outs.append(x)
         logits = self.head(x)  # (N, out_channels, *spatial)

@@ -184,10 +184,12 @@ def _gather_torch_(out, inp, taps_t, stride, adjoint):
     return out
 
 
-def _gemm(a: torch.Tensor, w: torch.Tensor, bias=None) -> torch.Tensor:
-    """a (N, *sp, K) @ w.T as one BLAS call on the flattened voxels; returns (N, *sp, C) contiguous."""
+def _gemm(a: torch.Tensor, w: torch.Tensor, bias=None, out=None) -> torch.Tensor:
+    """a (N, *sp, K) @ w.T as one BLAS call on the flattened voxels; returns (N, *sp, C) contiguous (in out, a
+    contiguous tensor of that shape, when given)."""
     a2 = a.reshape(-1, a.shape[-1])
-    y = torch.addmm(bias, a2, w.t()) if bias is not None else torch.mm(a2, w.t())
+    o2 = out.view(-1, w.shape[0]) if out is not None else None
+    y = torch.addmm(bias, a2, w.t(), out=o2) if bias is not None else torch.mm(a2, w.t(), out=o2)
     return y.view(*a.shape[:-1], w.shape[0])
 
 
@@ -195,18 +197,21 @@ def _subsample(t: torch.Tensor, stride: int) -> torch.Tensor:
     return t[(slice(None),) + (slice(None, None, stride),) * (t.dim() - 2)] if stride > 1 else t
 
 
-def conv_forward(xl, weight, st, bias, stride: int, stats: bool = False):
+def conv_forward(xl, weight, st, bias, stride: int, stats: bool = False, out=None):
     """The lean convolution of channels-last xl (N, *spatial, C_in); st is S^T (2d, m), contiguous.
 
     Returns y (N, *out, C_out) contiguous, and with stats=True also its float64 (N, C_out) sums and sums of squares.
+    out: a contiguous tensor of y's shape and dtype to write y into (a buffer the caller reuses), or None.
     """
+    shape = [xl.shape[0], *[(n - 1) // stride + 1 for n in xl.shape[1:-1]], weight.shape[0]]
+    if out is not None and (list(out.shape) != shape or out.dtype != xl.dtype or not out.is_contiguous()):
+        out = None
     lib = _use_direct(xl, weight)
     if lib is not None:
-        out = [xl.shape[0], *[(n - 1) // stride + 1 for n in xl.shape[1:-1]], weight.shape[0]]
-        y = xl.new_empty(out)  # (N, *out, C_out)
+        y = out if out is not None else xl.new_empty(shape)  # (N, *out, C_out)
         sums = _direct(lib, y, xl, weight.t(), bias, st, stride, adjoint=False, stats=stats)
         return (y, *sums) if stats else y
-    y = _gemm(_subsample(xl, stride), weight, bias)  # (N, *out, C_out)
+    y = _gemm(_subsample(xl, stride), weight, bias, out)  # (N, *out, C_out)
     sums = stencil_gather_(y, xl, st, stride, stats=stats)
     return (y, *sums) if stats else y
 

@@ -346,37 +346,45 @@ void channel_sums_##SUFFIX(double *restrict partial, const T *restrict a, const 
                                                                                                               \
 void affine2_##SUFFIX(T *out, const T *u, const T *v_, const A *p, const A *q, const A *r, int64_t n,        \
                       int64_t v, int64_t c, int nthreads) {                                                   \
+    int64_t blocks = (v + NORM_BLOCK - 1) / NORM_BLOCK;                                                       \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
-    for (int64_t row = 0; row < n * v; row++) {                                                               \
-        int64_t i = row / v;                                                                                  \
-        const T *restrict pu = u + row * c;                                                                   \
+    for (int64_t job = 0; job < n * blocks; job++) {                                                          \
+        int64_t i = job / blocks, v0 = (job % blocks) * NORM_BLOCK;                                           \
+        int64_t v1 = v0 + NORM_BLOCK < v ? v0 + NORM_BLOCK : v;                                               \
         const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                           \
-        T *restrict po = out + row * c;                                                                       \
-        if (v_) {                                                                                             \
-            const T *restrict pv = v_ + row * c;                                                              \
-            const A *restrict pq = q + i * c;                                                                 \
-            _Pragma("omp simd")                                                                               \
-            for (int64_t k = 0; k < c; k++)                                                                   \
-                po[k] = STORE_##SUFFIX(pp[k] * LOAD_##SUFFIX(pu[k]) + pq[k] * LOAD_##SUFFIX(pv[k]) + pr[k]);  \
-        } else {                                                                                              \
-            _Pragma("omp simd")                                                                               \
-            for (int64_t k = 0; k < c; k++) po[k] = STORE_##SUFFIX(pp[k] * LOAD_##SUFFIX(pu[k]) + pr[k]);     \
+        for (int64_t row = i * v + v0; row < i * v + v1; row++) {                                             \
+            const T *restrict pu = u + row * c;                                                               \
+            T *restrict po = out + row * c;                                                                   \
+            if (v_) {                                                                                         \
+                const T *restrict pv = v_ + row * c;                                                          \
+                const A *restrict pq = q + i * c;                                                             \
+                _Pragma("omp simd")                                                                           \
+                for (int64_t k = 0; k < c; k++)                                                               \
+                    po[k] = STORE_##SUFFIX(pp[k] * LOAD_##SUFFIX(pu[k]) + pq[k] * LOAD_##SUFFIX(pv[k]) + pr[k]); \
+            } else {                                                                                          \
+                _Pragma("omp simd")                                                                           \
+                for (int64_t k = 0; k < c; k++) po[k] = STORE_##SUFFIX(pp[k] * LOAD_##SUFFIX(pu[k]) + pr[k]); \
+            }                                                                                                 \
         }                                                                                                     \
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
 void norm_act_##SUFFIX(T *out, const T *u, const A *p, const A *r, A slope, int64_t n, int64_t v, int64_t c,  \
                        int nthreads) {                                                                        \
+    int64_t blocks = (v + NORM_BLOCK - 1) / NORM_BLOCK;                                                       \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
-    for (int64_t row = 0; row < n * v; row++) {                                                               \
-        int64_t i = row / v;                                                                                  \
-        const T *pu = u + row * c;                                                                            \
+    for (int64_t job = 0; job < n * blocks; job++) {                                                          \
+        int64_t i = job / blocks, v0 = (job % blocks) * NORM_BLOCK;                                           \
+        int64_t v1 = v0 + NORM_BLOCK < v ? v0 + NORM_BLOCK : v;                                               \
         const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                           \
-        T *po = out + row * c;                                                                                \
-        _Pragma("omp simd")                                                                                   \
-        for (int64_t k = 0; k < c; k++) {                                                                     \
-            A t = pp[k] * LOAD_##SUFFIX(pu[k]) + pr[k];                                                       \
-            po[k] = STORE_##SUFFIX(t > 0 ? t : slope * t);                                                    \
+        for (int64_t row = i * v + v0; row < i * v + v1; row++) {                                             \
+            const T *pu = u + row * c;                                                                        \
+            T *po = out + row * c;                                                                            \
+            _Pragma("omp simd")                                                                               \
+            for (int64_t k = 0; k < c; k++) {                                                                 \
+                A t = pp[k] * LOAD_##SUFFIX(pu[k]) + pr[k];                                                   \
+                po[k] = STORE_##SUFFIX(t > 0 ? t : slope * t);                                                \
+            }                                                                                                 \
         }                                                                                                     \
     }                                                                                                         \
 }                                                                                                             \
@@ -416,18 +424,22 @@ void norm_act_grad_sums_##SUFFIX(double *restrict partial, const T *restrict da,
                                                                                                               \
 void norm_act_grad_##SUFFIX(T *out, const T *da, const T *z, const A *p, const A *r, A slope, const A *P,     \
                             const A *Q, const A *R, int64_t n, int64_t v, int64_t c, int nthreads) {          \
+    int64_t blocks = (v + NORM_BLOCK - 1) / NORM_BLOCK;                                                       \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
-    for (int64_t row = 0; row < n * v; row++) {                                                               \
-        int64_t i = row / v;                                                                                  \
-        const T *pa = da + row * c, *pz = z + row * c;                                                        \
+    for (int64_t job = 0; job < n * blocks; job++) {                                                          \
+        int64_t i = job / blocks, v0 = (job % blocks) * NORM_BLOCK;                                           \
+        int64_t v1 = v0 + NORM_BLOCK < v ? v0 + NORM_BLOCK : v;                                               \
         const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                           \
         const A *restrict PP = P + i * c, *restrict QQ = Q + i * c, *restrict RR = R + i * c;                 \
-        T *po = out + row * c;                                                                                \
-        _Pragma("omp simd")                                                                                   \
-        for (int64_t k = 0; k < c; k++) {                                                                     \
-            A zk = LOAD_##SUFFIX(pz[k]);                                                                      \
-            A g = LOAD_##SUFFIX(pa[k]) * (pp[k] * zk + pr[k] > 0 ? (A)1 : slope);                             \
-            po[k] = STORE_##SUFFIX(PP[k] * g + QQ[k] * zk + RR[k]);                                           \
+        for (int64_t row = i * v + v0; row < i * v + v1; row++) {                                             \
+            const T *pa = da + row * c, *pz = z + row * c;                                                    \
+            T *po = out + row * c;                                                                            \
+            _Pragma("omp simd")                                                                               \
+            for (int64_t k = 0; k < c; k++) {                                                                 \
+                A zk = LOAD_##SUFFIX(pz[k]);                                                                  \
+                A g = LOAD_##SUFFIX(pa[k]) * (pp[k] * zk + pr[k] > 0 ? (A)1 : slope);                         \
+                po[k] = STORE_##SUFFIX(PP[k] * g + QQ[k] * zk + RR[k]);                                       \
+            }                                                                                                 \
         }                                                                                                     \
     }                                                                                                         \
 }

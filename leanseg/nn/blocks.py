@@ -44,8 +44,9 @@ class ConvNormAct(nn.Module):
             # saves one activation-sized buffer per block
             setattr(self.act, "inplace", True)  # noqa: B010  (nn.Module's attribute typing hides `inplace`)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = fused.conv_norm_act(self, x)  # the CPU's fused kernels where they apply (leanseg.nn.fused)
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        # the CPU's fused kernels where they apply (leanseg.nn.fused); out: memory for the result in inference
+        y = fused.conv_norm_act(self, x, out)
         return y if y is not None else self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
 
 
@@ -141,15 +142,16 @@ class UpBlock(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         return self.body(self.merge(x, skip))  # (N, C_out, *skip)
 
-    def merge(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        """The first half of forward: up, concatenate, fuse. (N, C_out, *skip)"""
-        y = fused.up_merge(self, x, skip)  # in CPU inference, without building the concatenation
+    def merge(self, x: torch.Tensor, skip: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """The first half of forward: up, concatenate, fuse. (N, C_out, *skip). out: as for ConvNormAct."""
+        y = fused.up_merge(self, x, skip, out)  # in CPU inference, without building the concatenation
         if y is not None:
             return y
         size = skip.shape[2:]
         x = self.up(x)  # (N, C_skip, *coarse) or (N, C_skip, *2 coarse)
         if self.mode == UpMode.INTERP:
             x = F.interpolate(x, size=size, mode=self.interp, align_corners=False)
+            x = fused.channels_last_grad(x)  # the interpolation's backward is fast only on a channels-last gradient
         else:
             x = x[(slice(None), slice(None)) + tuple(slice(0, n) for n in size)]
         x = torch.cat([skip, x], dim=1)  # (N, 2 C_skip, *skip)

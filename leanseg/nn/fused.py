@@ -71,8 +71,19 @@ def _plain(x: torch.Tensor, module: nn.Module) -> bool:
         m._forward_hooks or m._forward_pre_hooks for m in list(module.modules())[1:])
 
 
-def conv_norm_act(block, x: torch.Tensor) -> torch.Tensor | None:
-    """block(x) for a ConvNormAct block, fused; None when this block or input has no fused path here."""
+def _buffer(out: torch.Tensor | None, like: torch.Tensor, shape) -> torch.Tensor | None:
+    """out as a (N, *spatial, C) contiguous view when it is a channels-last tensor of that shape and like's dtype."""
+    if out is None or out.dtype != like.dtype or list(out.shape) != [shape[0], shape[-1], *shape[1:-1]]:
+        return None
+    ol = out.movedim(1, -1)
+    return ol if ol.is_contiguous() else None
+
+
+def conv_norm_act(block, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
+    """block(x) for a ConvNormAct block, fused; None when this block or input has no fused path here.
+
+    out: in inference, a tensor whose memory the caller no longer needs, to hold the result (LeanUNet hands its
+    dead activations on this way, so that no new activation-sized block is allocated where one was freed)."""
     conv, norm, slope = block.conv, block.norm, act_slope(block.act)
     lib = _lib(x)
     if lib is None or slope is None or type(norm) is not InstanceNorm or not _plain(x, block):
@@ -84,7 +95,7 @@ def conv_norm_act(block, x: torch.Tensor) -> torch.Tensor | None:
                                      slope, lib)
     if type(conv) is LeanConv:
         z, s1, s2 = conv_forward(_cl(x), conv.weight, conv.stencil.t().contiguous(), conv.bias, conv.stride,
-                                 stats=True)  # (N, *out, C_out)
+                                 stats=True, out=out.movedim(1, -1) if out is not None else None)  # (N, *out, C)
     else:  # the dense first conv: its output is channels-last when x is
         z = _cl(conv(x))
         s1, s2 = channel_sums(lib, _flat(z), _flat(z))
@@ -99,9 +110,13 @@ def _normalise_(lib, z, s1, s2, norm, slope) -> torch.Tensor:
     return z.movedim(-1, 1)
 
 
-def up_merge(block, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor | None:
+_UPSAMPLE_OUT = {2: "upsample_bilinear2d", 3: "upsample_trilinear3d"}
+
+
+def up_merge(block, x: torch.Tensor, skip: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor | None:
     """block.fuse(cat([skip, interp(block.up(x))])) for an UpBlock in inference, without the concatenation;
-    None when there is no fused path (training, transposed up, a stencil that would read the up channels)."""
+    None when there is no fused path (training, transposed up, a stencil that would read the up channels).
+    out: as for conv_norm_act, a dead tensor of the result's shape to write into."""
     fuse = block.fuse
     conv, cs = fuse.conv, skip.shape[1]
     slope = act_slope(fuse.act)
@@ -114,9 +129,15 @@ def up_merge(block, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor | None:
     # the up columns of the 1x1 on the coarse grid: interpolation is linear, so they commute with it
     v = _gemm(_cl(u), conv.weight[:, cs:])  # (N, *coarse, C_out)
     del u
-    z = F.interpolate(v.movedim(-1, 1), size=skip.shape[2:], mode=block.interp, align_corners=False)
-    del v
-    z = _cl(z)  # (N, *skip, C_out); interpolate keeps the channels-last layout, so no copy
+    d, size = skip.dim() - 2, list(skip.shape[2:])
+    zl = _buffer(out, skip, [skip.shape[0], *size, conv.weight.shape[0]])
+    if zl is None:
+        z = _cl(F.interpolate(v.movedim(-1, 1), size=size, mode=block.interp, align_corners=False))
+    else:  # F.interpolate into the given memory: the same ATen kernel, its out= variant
+        getattr(torch.ops.aten, _UPSAMPLE_OUT[d]).out(v.movedim(-1, 1), size, False, *[None] * d,
+                                                      out=zl.movedim(-1, 1))
+        z = zl
+    del v  # z: (N, *skip, C_out), channels-last
     sl = _cl(skip)  # (N, *skip, C_skip)
     z2 = z.view(-1, z.shape[-1])
     z2.addmm_(sl.view(-1, cs), conv.weight[:, :cs].t())  # += the skip columns, in place
@@ -124,6 +145,25 @@ def up_merge(block, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor | None:
         z2 += conv.bias
     s1, s2 = stencil_gather_(z, sl, conv.stencil.t().contiguous(), 1, stats=True)
     return _normalise_(lib, z, s1, s2, fuse.norm, slope)
+
+
+class _ChannelsLastGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient channels-last contiguous. The gradient a concatenation hands
+    back is a strided slice of the concatenated gradient; ATen's interpolation backward turns such a slice into
+    NCDHW with a slow transposing copy (6 s of a 2x4x128^3 LeanUNet step), but takes channels-last as it is."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.contiguous(memory_format=torch.channels_last if g.dim() == 4 else torch.channels_last_3d)
+
+
+def channels_last_grad(x: torch.Tensor) -> torch.Tensor:
+    """x, with its gradient made channels-last contiguous in backward (see _ChannelsLastGrad)."""
+    return _ChannelsLastGrad.apply(x) if x.requires_grad and x.dim() in (4, 5) else x
 
 
 class _ConvNormActCPU(torch.autograd.Function):

@@ -41,9 +41,11 @@ def _bomb(path: Path, shape=(1024, 1024, 280)) -> Path:
 
 
 def _peak_mb(args) -> tuple[int, str, float]:
-    """Run the CLI in a fresh interpreter: exit code, stderr and its own peak resident memory in MB."""
-    code = ("import resource, sys\nfrom leanseg.cli.main import main\ncode = main(sys.argv[1:])\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stdout)\nsys.exit(code)")
+    """Run the CLI in a fresh interpreter: exit code, stderr and its own peak resident memory in MB (VmHWM: ru_maxrss
+    would include the peak of the pytest process it was forked from)."""
+    code = ("import sys\nfrom leanseg.cli.main import main\ncode = main(sys.argv[1:])\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print(int(hwm) / 1024)\nsys.exit(code)")
     done = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, timeout=300)
     return done.returncode, done.stderr.strip(), float(done.stdout.strip().splitlines()[-1])
 

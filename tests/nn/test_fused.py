@@ -95,7 +95,7 @@ def test_up_block_inference_float64(conv_path, monkeypatch, d, channels_last):
 
 
 @pytest.mark.parametrize("d,shape", [(3, (2, 2, 19, 13, 11)), (2, (2, 3, 21, 17))])  # odd sizes
-def test_lean_unet_float64(monkeypatch, d, shape):
+def test_lean_unet_float64(conv_path, monkeypatch, d, shape):
     """A whole LeanUNet: inference and every parameter's gradient equal the unfused model's."""
     model = create("lean_unet", spatial_dims=d, in_channels=shape[1], out_channels=3, features=(4, 6, 8)).double()
     _randomise(model)
