@@ -21,6 +21,7 @@ from leanseg.cli.bench_unet import bench_unet
 from leanseg.cli.demo_cmd import demo_cmd
 from leanseg.cli.evaluate_cmd import evaluate_cmd
 from leanseg.cli.models_cmd import models
+from leanseg.cli.postprocess_cmd import postprocess_select_cmd
 from leanseg.cli.predict_cmd import predict_cmd
 from leanseg.cli.train_cmd import train_cmd
 from leanseg.errors import LeanSegError
@@ -41,6 +42,7 @@ app.command("train")(train_cmd)
 app.command("demo")(demo_cmd)
 app.command("predict")(predict_cmd)
 app.command("evaluate")(evaluate_cmd)
+app.command("postprocess-select")(postprocess_select_cmd)
 bench_app.command("conv")(bench_conv)
 bench_app.command("unet")(bench_unet)
 bench_app.command("stream")(bench_stream)
