@@ -31,6 +31,7 @@ from leanseg.io import (
     write_volume,
 )
 from leanseg.options import parse_window, resolve_device
+from leanseg.postprocess import Postprocess
 from leanseg.preview import OrthoSlices
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
@@ -53,10 +54,15 @@ def _apply(norm, array: np.ndarray) -> np.ndarray:
     return array if norm is None else np.asarray(norm(array), dtype=np.float32)
 
 
-def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
-    """(network, meta) from a checkpoint path or a (network, meta) pair whose meta is a CheckpointMeta or its JSON."""
+def _checkpoint(model, uncertainty: bool = False) -> tuple[Any, CheckpointMeta]:
+    """(network, meta) from a checkpoint path or a (network, meta) pair whose meta is a CheckpointMeta or its JSON;
+    from several of them (or for an uncertainty map) a ``leanseg.ensemble.Ensemble``."""
     from leanseg.checkpoint import load_model
+    from leanseg.ensemble import load_ensemble, members_of
 
+    members = members_of(model)
+    if members is not None or uncertainty:
+        return load_ensemble(members or [model], uncertainty)
     if isinstance(model, str | os.PathLike):
         return load_model(model)
     if not isinstance(model, tuple | list) or len(model) != 2:
@@ -68,7 +74,8 @@ def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
 def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
-            slab: int | None = None, halo: int | None = None, progress: bool = True) -> Path:
+            slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
+            progress: bool = True) -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -76,7 +83,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
             checkpoint's channel order), a case folder (files found by the checkpoint's channel names), a SEG-Y
             cube or a 2D image.
         model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
-            returns it.
+            returns it; or a list of them, an ensemble whose probabilities are averaged (``leanseg.ensemble``).
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
@@ -85,11 +92,19 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         device: "cpu" (default), "cuda" or "auto". amp: float16 autocast, on CUDA only.
         slab, halo: SEG-Y streaming: inlines written per step and inlines of context read on each side (default:
             the window less two halos; an eighth of the window), see ``leanseg.inference.predict_streaming``.
+        postprocess: component rules for the label map (``leanseg.postprocess``: JSON text, a dict or "none");
+            default: the checkpoint's. Not for SEG-Y, which is streamed.
+        uncertainty: also write ``<output>_uncertainty``, the voxel-wise std of the probabilities over the
+            ensemble's models and the mirrorings of ``tta`` (mean over output channels; float32).
     """
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
-    net, meta = _checkpoint(model)
+    net, meta = _checkpoint(model, uncertainty)
+    rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
+                                                                            "--postprocess")
+    if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
+        raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
@@ -98,7 +113,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         sources = find_case_files(inputs[0], meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
-    for out in outputs:
+    spread_path = _sibling(output, "uncertainty", ".npy" if kind in ("segy", "image") else None)
+    for out in outputs + ([spread_path] if uncertainty else []):
         check_output(out, sources)
     labels = meta.label_manager
     in_channels = meta.in_channels
@@ -108,6 +124,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
+        if uncertainty or postprocess not in (None, "none"):
+            raise LeanSegError(f"{inputs[0]}: --uncertainty and --postprocess need the whole volume in memory; "
+                               "a SEG-Y cube is streamed")
         _predict_segy(Path(inputs[0]), net, meta, outputs, window, (slab, halo), options, progress)
         return output
     array, geometry = read_volume(sources)
@@ -118,8 +137,12 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if meta.spatial_dims not in (None, array.ndim - 1):
         raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
     probs = _predict_array(net, _apply(meta.normalization.transform(), array), meta, window, options, progress)
-    label_map = labels.decode(probs)
+    if uncertainty:  # the ensemble's last channel is the spread
+        probs, spread = probs[:-1], probs[-1]
+    label_map = rules.apply(labels.decode(probs), labels)
     write_volume(output, label_map, geometry)
+    if uncertainty:
+        write_volume(spread_path, spread.numpy(), geometry)
     if probabilities:
         write_volume(outputs[1], probs.numpy(), geometry)
     if preview:
