@@ -24,6 +24,7 @@ from leanseg.io import (
     check_output,
     find_case_files,
     full_suffix,
+    is_dicom_folder,
     kind_of,
     read_volume,
     stem,
@@ -80,8 +81,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
 
     Args:
         inputs: a NIfTI file (3D, or 4D with channels last), several NIfTI files (one per channel, in the
-            checkpoint's channel order), a case folder (files found by the checkpoint's channel names), a SEG-Y
-            cube or a 2D image.
+            checkpoint's channel order), a case folder (files found by the checkpoint's channel names), DICOM
+            series folders (one per channel, in order; the label map is written as NIfTI), a SEG-Y cube or a 2D
+            image.
         model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
             returns it; or a list of them, an ensemble whose probabilities are averaged (``leanseg.ensemble``).
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
@@ -109,7 +111,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
     sources: list[Path] = [Path(p) for p in inputs]
-    if kind == "folder":
+    if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
         sources = find_case_files(inputs[0], meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
