@@ -59,7 +59,7 @@ class Ensemble(nn.Module):
             assert total is not None  # at least one member and the identity flip
             n = len(self.members) * len(flips)
             mean = total / n
-            if not self.uncertainty:
+            if squares is None:
                 return mean
             var = (squares / n - mean**2).clamp_min(0)  # population variance over the n predictions
             return torch.cat([mean, var.sqrt().mean(1, keepdim=True)], 1).float()

@@ -59,10 +59,14 @@ class OnnxLeanConv(nn.Module):
             for k in range(2 * d):
                 tap = [1] * d
                 tap[k // 2] = 0 if k % 2 == 0 else 2
-                kernel[(slice(None), 0, *tap)] = s[:, k]
+                kernel[(slice(None), 0) + tuple(tap)] = s[:, k]
             self.register_buffer("taps", kernel)
         else:
             self.register_buffer("taps", s.t().reshape(2 * d, 1, m, *([1] * d)).clone())  # (2d, 1, m, 1, 1[, 1])
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    taps: torch.Tensor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, *spatial)
         conv = _CONV[self.d]
@@ -78,15 +82,16 @@ class OnnxLeanConv(nn.Module):
 
     def _shifted(self, xm: torch.Tensor, out_shape) -> torch.Tensor:
         xp = F.pad(xm, (1, 1) * self.d)  # (N, m, *spatial + 2)
-        total = None
+        total = torch.zeros(())
         for k in range(2 * self.d):
             axis, sign = k // 2, (-1 if k % 2 == 0 else 1)
             starts = [1 + (sign if b == axis else 0) for b in range(self.d)]
-            view = xp[(slice(None), slice(None), *(slice(s, None, self.stride) for s in starts))]
+            both: tuple[slice, ...] = (slice(None), slice(None))
+            view = xp[both + tuple(slice(s, None, self.stride) for s in starts)]
             # cut to the output's sizes, kept symbolic (not int()) so the exported graph takes any size
-            view = view[(slice(None), slice(None), *(slice(0, n) for n in out_shape))]
+            view = view[both + tuple(slice(0, n) for n in out_shape)]
             term = view * self.taps[k]
-            total = term if total is None else total + term
+            total = term if k == 0 else total + term
         return total
 
 
@@ -113,7 +118,7 @@ def metadata(meta: CheckpointMeta) -> dict[str, str]:
     return props
 
 
-def _example(meta: CheckpointMeta, shape: Sequence[int] | None) -> torch.Tensor:
+def _example(meta: CheckpointMeta, shape: int | Sequence[int] | None) -> torch.Tensor:
     dims, channels = meta.spatial_dims, meta.in_channels
     if dims not in (2, 3) or channels is None:
         raise LeanSegError(f"the checkpoint's model_kwargs give no spatial_dims (2 or 3) and in_channels "

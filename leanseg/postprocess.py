@@ -207,8 +207,10 @@ def select_postprocess(predictions: Sequence[np.ndarray] | str | os.PathLike,
     the best ``demote`` threshold of ``DEMOTE_CANDIDATES`` if it raises it. Returns the rules and
     ``{"before": mean Dice, "after": mean Dice}``.
     """
-    if isinstance(predictions, str | os.PathLike) or isinstance(references, str | os.PathLike):
+    if isinstance(predictions, str | os.PathLike) and isinstance(references, str | os.PathLike):
         predictions, references = read_pairs(predictions, references, labels)
+    elif isinstance(predictions, str | os.PathLike) or isinstance(references, str | os.PathLike):
+        raise LeanSegError("give predictions and references both as folders or both as label maps")
     if len(predictions) != len(references) or not predictions:
         raise LeanSegError(f"select_postprocess needs as many references as predictions (at least one), got "
                            f"{len(predictions)} and {len(references)}")

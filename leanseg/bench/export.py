@@ -37,7 +37,7 @@ def bench_export(size: int = 64, in_channels: int = 4, out_channels: int = 3,
     with torch.no_grad():
         ref = net(x)
     with torch.no_grad():
-        rows = [{"path": "leanseg fast path (PyTorch + C kernel)", "max |diff|": 0.0,
+        rows: list[dict] = [{"path": "leanseg fast path (PyTorch + C kernel)", "max |diff|": 0.0,
                  "seconds": _median_seconds(lambda: net(x), repeats)}]
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
@@ -54,10 +54,11 @@ def bench_export(size: int = 64, in_channels: int = 4, out_channels: int = 3,
                          "seconds": _median_seconds(lambda s=session, f=feed: s.run(None, f), repeats)})
     print(f"{in_channels}x{size}^3 patch, batch 1, float32, LeanUNet widths {'-'.join(map(str, features))}; "
           f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}; median of {repeats}")
-    width = max(len(r["path"]) for r in rows)
+    width = max(len(str(r["path"])) for r in rows)
+    base = float(rows[0]["seconds"])
     print(f"{'path':<{width}} | forward (s) | vs fast path | max |diff| vs leanseg")
     print(f"{'-' * width}-+-------------+--------------+----------------------")
     for r in rows:
-        print(f"{r['path']:<{width}} | {r['seconds']:11.3f} | {r['seconds'] / rows[0]['seconds']:11.2f}x | "
+        print(f"{r['path']:<{width}} | {r['seconds']:11.3f} | {float(r['seconds']) / base:11.2f}x | "
               f"{r['max |diff|']:.2e}")
     return rows

@@ -35,7 +35,7 @@ def postprocess_select_cmd(
         from leanseg.tasks import get_task
 
         labels = get_task(str(task)).label_manager
-    if output is not None:
+    if output is not None and model is not None:
         from leanseg.io import check_output
 
         check_output(output, [model])

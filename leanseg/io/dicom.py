@@ -132,9 +132,9 @@ def read_dicom(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
     ``read_nifti`` returns them, so results are written as NIfTI on the series' grid."""
     from leanseg import env
 
-    folders = [Path(folders)] if isinstance(folders, str | os.PathLike) else [Path(f) for f in folders]
+    paths = [Path(folders)] if isinstance(folders, str | os.PathLike) else [Path(f) for f in folders]
     channels, geometry = [], None
-    for folder in folders:
+    for folder in paths:
         data, affine = read_dicom_series(folder)
         if geometry is None:
             img = nib.Nifti1Image(data, affine)
@@ -145,8 +145,8 @@ def read_dicom(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
         elif data.shape != geometry.shape or not np.allclose(affine, geometry.affine, atol=1e-4):
             raise LeanSegError(f"{folder}: its grid ({'x'.join(map(str, data.shape))}) differs from "
                                f"{geometry.path.name}'s; resample the series to one grid first")
-        if data.size * len(folders) > env.max_voxels():
-            raise LeanSegError(f"{folder}: {data.size * len(folders):,} voxels, over the limit of "
+        if data.size * len(paths) > env.max_voxels():
+            raise LeanSegError(f"{folder}: {data.size * len(paths):,} voxels, over the limit of "
                                f"{env.max_voxels():,} (LEANSEG_MAX_VOXELS raises it)")
         channels.append(geometry.to_canonical(data))
     assert geometry is not None  # at least one folder

@@ -42,7 +42,7 @@ def lean_conv_backward_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     inputs = [t.detach().requires_grad_() for t in (x, weight, stencil)]
     b = bias.detach().requires_grad_() if bias is not None else None
     with torch.enable_grad():
-        y = lean_conv_cpu(*inputs, b, stride)
+        y = lean_conv_cpu(inputs[0], inputs[1], inputs[2], b, stride)
         grads = torch.autograd.grad(y, inputs + ([b] if b is not None else []), grad)
     return [g.contiguous() for g in grads] + ([] if b is not None else [x.new_empty(0)])
 
