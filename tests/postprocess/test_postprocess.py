@@ -154,3 +154,14 @@ def test_postprocess_select_writes_the_rules_into_a_checkpoint(tmp_path, capsys)
     assert rules.to_json() == json.loads(out.splitlines()[1]) and rules
     code, out, err = run(capsys, "postprocess-select", preds, tmp_path, "-m", ckpt)
     assert code == 2 and "no NIfTI file pairs" in err and err.count("\n") == 1
+
+
+def test_training_chooses_rules_on_its_validation_cases(tmp_path):
+    from leanseg.training import TrainConfig, train
+
+    result = train("brats", synthetic=4, config=TrainConfig(out=tmp_path, progress=False, postprocess=True),
+                   epochs=2, synthetic_size=24, model_kwargs={"features": (4, 8)}, batch_size=2, samples_per_case=1)
+    chosen = result.postprocess
+    assert chosen["after"] >= chosen["before"]
+    assert read_meta(tmp_path / "best.safetensors").postprocess.to_json() == chosen["postprocess"]
+    assert not read_meta(tmp_path / "last.safetensors").postprocess  # only best gets them
