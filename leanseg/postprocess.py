@@ -233,30 +233,6 @@ def select_postprocess(predictions: Sequence[np.ndarray] | str | os.PathLike,
     return rules, {"before": before, "after": best}
 
 
-def choose_for_checkpoint(checkpoint: str | os.PathLike, dataset, window, device=None) -> dict:
-    """Training's last step (``TrainConfig(postprocess=True)``): predict each validation case of ``dataset`` (dicts
-    with "image" and its encoded "label") with the checkpoint as ``leanseg predict`` does, choose rules with
-    :func:`select_postprocess` and store them in the checkpoint. Returns the rules and the mean Dice before/after."""
-    import torch
-
-    from leanseg.checkpoint import load_model, save_model
-    from leanseg.inference import sliding_window_predict
-
-    net, meta = load_model(checkpoint)
-    labels = meta.label_manager
-    device = torch.device(device or "cpu")
-    net = net.to(device)
-    predictions, references = [], []
-    for case in dataset:
-        image, target = torch.as_tensor(case["image"])[None], torch.as_tensor(case["label"])[None]
-        probs = sliding_window_predict(net, image, window, activation=labels.activation, device=device)[0]
-        predictions.append(labels.decode(probs))
-        references.append(labels.decode(labels.target_masks(target.cpu())[0]))  # masks decode as probabilities
-    rules, scores = select_postprocess(predictions, references, labels)
-    save_model(net.cpu(), checkpoint, meta.replace(postprocess=rules))
-    return {"postprocess": rules.to_json()} | scores
-
-
 def read_pairs(predictions: str | os.PathLike, references: str | os.PathLike,
                labels: LabelManager) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Label maps of two folders paired by file name (a prediction may add ``_pred``), checked against ``labels``."""
@@ -283,4 +259,4 @@ def read_pairs(predictions: str | os.PathLike, references: str | os.PathLike,
     return pairs
 
 
-__all__ = ["Postprocess", "choose_for_checkpoint", "dice_per_name", "read_pairs", "select_postprocess"]
+__all__ = ["Postprocess", "dice_per_name", "read_pairs", "select_postprocess"]

@@ -262,7 +262,7 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
                     on_epoch_end(epoch, row)
             dist.barrier()
         if cfg.postprocess and dist.main and len(val_ds) and (out / "best.safetensors").exists():
-            from leanseg.postprocess import choose_for_checkpoint
+            from leanseg.training.postprocess import choose_for_checkpoint
 
             result.postprocess = choose_for_checkpoint(out / "best.safetensors", val_ds, tcfg.window, device)
         result.best = best.get("metrics", {})
