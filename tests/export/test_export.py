@@ -131,3 +131,14 @@ def test_export_cli_and_its_errors(tmp_path, capsys):
         assert err.count("\n") == 1 and message in err, err
     assert main(["export", str(tmp_path / "missing.safetensors"), "-o", str(tmp_path / "y.onnx")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_bench_export_reports_onnxruntime_beside_the_fast_path(capsys):
+    pytest.importorskip("onnxruntime")
+    assert main(["bench", "export", "--size", "16", "--features", "4,8", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if " | " in line and not line.startswith("path")]
+    assert [r.split(" | ")[0].split(",")[0].strip() for r in rows] == [
+        "leanseg fast path (PyTorch + C kernel)", f"onnxruntime {__import__('onnxruntime').__version__}",
+        f"onnxruntime {__import__('onnxruntime').__version__}"]
+    assert all(float(r.split(" | ")[-1]) < 1e-4 for r in rows)  # the same numbers
