@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from leanseg.errors import LeanSegError
 from leanseg.io._files import atomic_path
 from leanseg.labels import LabelManager
+from leanseg.postprocess import Postprocess
 
 if TYPE_CHECKING:
     from leanseg.models._registry import ModelSpec
@@ -124,6 +125,7 @@ class CheckpointMeta:
     regions: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sigmoid regions {name: [values]}
     normalization: Normalization = field(default_factory=Normalization)
     window: tuple[int, ...] | None = None  # the sliding window the model was trained with
+    postprocess: Postprocess = field(default_factory=Postprocess)  # component rules applied to the label map
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -146,6 +148,10 @@ class CheckpointMeta:
             manager = LabelManager(labels=dict(self.labels), regions=dict(self.regions))
             object.__setattr__(self, "labels", manager.labels)
             object.__setattr__(self, "regions", manager.regions)
+        rules = Postprocess.parse(self.postprocess, where="checkpoint 'postprocess'")
+        if rules:  # the rules name classes or regions: checked against this model's outputs
+            rules.check(self.label_manager, "checkpoint 'postprocess'")
+        object.__setattr__(self, "postprocess", rules)
         for name in ("spatial_dims", "in_channels", "out_channels", "num_classes"):
             value = self.model_kwargs.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
@@ -175,7 +181,8 @@ class CheckpointMeta:
         return LabelManager.from_config(self.labels, self.regions, self.out_channels)
 
     # --------------------------------------------------------------------------------------------------- JSON
-    _FIELDS = ("model", "model_kwargs", "task", "channels", "labels", "regions", "normalization", "window")
+    _FIELDS = ("model", "model_kwargs", "task", "channels", "labels", "regions", "normalization", "window",
+               "postprocess")
 
     @classmethod
     def from_json(cls, config: Mapping, source: str | os.PathLike | None = None) -> CheckpointMeta:
@@ -205,6 +212,8 @@ class CheckpointMeta:
         out["normalization"] = self.normalization.to_json()
         if self.window is not None:
             out["window"] = list(self.window)
+        if self.postprocess:
+            out["postprocess"] = self.postprocess.to_json()
         return out | _plain(self.extra)
 
     def replace(self, **changes) -> CheckpointMeta:

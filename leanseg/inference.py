@@ -110,7 +110,9 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: 
     window = check_window(parse_window(window, image.ndim - 2))
     check_options(overlap=overlap, batch_size=batch_size)
     check_window_count(image.shape[2:], window, overlap)
-    predictor = _mirrored(model, activation, tta, device, amp)
+    # an Ensemble (leanseg.ensemble) brings its own predictor: several networks, one sliding window
+    hook = getattr(model, "predictor", None)
+    predictor = hook(activation, tta, device, amp) if callable(hook) else _mirrored(model, activation, tta, device, amp)
     out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
                                    sw_device=device, device="cpu", progress=progress)
     assert isinstance(out, torch.Tensor)  # one tensor in, one predictor output: one tensor out

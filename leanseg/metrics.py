@@ -33,12 +33,14 @@ def dice_hd95(pred, ref, spacing=None, hd95: bool = True):
 
 def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike,
              labels: LabelManager | dict | None = None,
-             regions: dict | None = None) -> dict[str, dict[str, float | None]]:
+             regions: dict | None = None, postprocess=None) -> dict[str, dict[str, float | None]]:
     """``{class or region: {"dice": ..., "hd95": ...}}``; HD95 in the files' units (mm), None where undefined.
 
     ``labels`` (a LabelManager, or {name: value} classes) or ``regions`` {name: [values]} pick what is scored, with
     the same label manager that training and prediction use (a class named "background" is not scored); by default
     every non-zero label value found in either file is a class. Dice of a class absent from both is 1.
+    ``postprocess``: component rules (``leanseg.postprocess``; JSON text, a dict or a Postprocess) applied to the
+    prediction before scoring; they name the classes or regions of ``labels``/``regions``.
     """
     import torch
 
@@ -65,6 +67,12 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike,
             raise LeanSegError(f"{reference}: {len(found)} distinct labels; give --labels or --regions (or is it "
                                "an image rather than a label map?)")
         manager = LabelManager(labels={f"label_{v}": v for v in found}) if found else None
+    if postprocess is not None:
+        from leanseg.postprocess import Postprocess
+
+        if manager is None:
+            raise LeanSegError("postprocess rules name classes or regions: give labels or regions (or a task/model)")
+        pred = Postprocess.parse(postprocess, manager).apply(pred, manager)
     if manager is None or not manager.scored:
         return {}
     scored = LabelManager(regions=manager.scored)  # one binary mask per scored class or region

@@ -25,6 +25,7 @@ from leanseg.io import (
     check_output,
     find_case_files,
     full_suffix,
+    is_dicom_folder,
     kind_of,
     read_volume,
     stem,
@@ -32,6 +33,7 @@ from leanseg.io import (
     write_volume,
 )
 from leanseg.options import parse_window, resolve_device
+from leanseg.postprocess import Postprocess
 from leanseg.preview import OrthoSlices
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
@@ -54,10 +56,15 @@ def _apply(norm, array: np.ndarray) -> np.ndarray:
     return array if norm is None else np.asarray(norm(array), dtype=np.float32)
 
 
-def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
-    """(network, meta) from a checkpoint path or a (network, meta) pair whose meta is a CheckpointMeta or its JSON."""
+def _checkpoint(model, uncertainty: bool = False) -> tuple[Any, CheckpointMeta]:
+    """(network, meta) from a checkpoint path or a (network, meta) pair whose meta is a CheckpointMeta or its JSON;
+    from several of them (or for an uncertainty map) a ``leanseg.ensemble.Ensemble``."""
     from leanseg.checkpoint import load_model
+    from leanseg.ensemble import load_ensemble, members_of
 
+    members = members_of(model)
+    if members is not None or uncertainty:
+        return load_ensemble(members or [model], uncertainty)
     if isinstance(model, str | os.PathLike):
         return load_model(model)
     if not isinstance(model, tuple | list) or len(model) != 2:
@@ -69,16 +76,17 @@ def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
 def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
-            slab: int | None = None, halo: int | None = None, progress: bool = True, crop: bool | None = None,
-            precision: str = "fp32") -> Path:
+            slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
+            progress: bool = True, crop: bool | None = None, precision: str = "fp32") -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
         inputs: a NIfTI file (3D, or 4D with channels last), several NIfTI files (one per channel, in the
-            checkpoint's channel order), a case folder (files found by the checkpoint's channel names), a SEG-Y
-            cube or a 2D image.
+            checkpoint's channel order), a case folder (files found by the checkpoint's channel names), DICOM
+            series folders (one per channel, in order; the label map is written as NIfTI), a SEG-Y cube or a 2D
+            image.
         model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
-            returns it.
+            returns it; or a list of them, an ensemble whose probabilities are averaged (``leanseg.ensemble``).
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
@@ -87,6 +95,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         device: "cpu" (default), "cuda" or "auto". amp: float16 autocast, on CUDA only.
         slab, halo: SEG-Y streaming: inlines written per step and inlines of context read on each side (default:
             the window less two halos; an eighth of the window), see ``leanseg.inference.predict_streaming``.
+        postprocess: component rules for the label map (``leanseg.postprocess``: JSON text, a dict or "none");
+            default: the checkpoint's. Not for SEG-Y, which is streamed.
+        uncertainty: also write ``<output>_uncertainty``, the voxel-wise std of the probabilities over the
+            ensemble's models and the mirrorings of ``tta`` (mean over output channels; float32).
         crop: NIfTI/image inputs: run the sliding window on the bounding box of the voxels non-zero in any channel
             only (normalisation statistics are then those of the box, as in nnU-Net) and give the rest background.
             Default: on when the checkpoint normalises with ``{"kind": "zscore", "nonzero": true}`` (skull-stripped
@@ -100,7 +112,11 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if not inputs:
         raise LeanSegError("no input given")
     check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
-    net, meta = _checkpoint(model)
+    net, meta = _checkpoint(model, uncertainty)
+    rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
+                                                                            "--postprocess")
+    if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
+        raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
@@ -108,14 +124,16 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if meta.spatial_dims is not None:
         check_window(window_for(meta, window, meta.spatial_dims))
     sources: list[Path] = [Path(p) for p in inputs]
-    if kind == "folder":
+    if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
         sources = find_case_files(inputs[0], meta.channels)
     elif kind == "nifti" and len(sources) > 1:
         sources = _in_channel_order(sources, meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
-    read = sources + ([Path(model)] if isinstance(model, str | os.PathLike) else [])  # the checkpoint is read too
-    for out in outputs:
+    spread_path = _sibling(output, "uncertainty", ".npy" if kind in ("segy", "image") else None)
+    checkpoints = [m for m in (model if isinstance(model, list) else [model]) if isinstance(m, str | os.PathLike)]
+    read = sources + [Path(m) for m in checkpoints]  # the checkpoints are read too: never an output
+    for out in outputs + ([spread_path] if uncertainty else []):
         check_output(out, read)
     labels = meta.label_manager
     in_channels = meta.in_channels
@@ -125,6 +143,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
+        if uncertainty or postprocess not in (None, "none"):
+            raise LeanSegError(f"{inputs[0]}: --uncertainty and --postprocess need the whole volume in memory; "
+                               "a SEG-Y cube is streamed")
         _predict_segy(Path(inputs[0]), net, meta, outputs, window, (slab, halo), options, progress)
         return output
     array, geometry = read_volume(sources)
@@ -137,9 +158,16 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
     inside = array if box is None else array[(slice(None),) + tuple(box)]
     probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
-    probs = probs if box is None else paste(probs, box, array.shape[1:], labels.background)
-    label_map = labels.decode(probs)
+    spread = None
+    if uncertainty:  # the ensemble's last channel is the spread
+        probs, spread = probs[:-1], probs[-1:]
+    if box is not None:
+        probs = paste(probs, box, array.shape[1:], labels.background)
+        spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
+    label_map = rules.apply(labels.decode(probs), labels)
     write_volume(output, label_map, geometry)
+    if spread is not None:
+        write_volume(spread_path, spread[0].numpy(), geometry)
     if probabilities:
         write_volume(outputs[1], probs.numpy(), geometry)
     if preview:

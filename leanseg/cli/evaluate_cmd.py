@@ -29,6 +29,8 @@ def evaluate_cmd(
     model: Path | None = typer.Option(None, "-m", "--model", help="take the classes or regions from a checkpoint"),
     labels: str | None = typer.Option(None, help='classes as JSON, e.g. \'{"edema": 2, "tumour": 4}\''),
     regions: str | None = typer.Option(None, help='regions as JSON, e.g. \'{"WT": [1, 2, 4], "ET": [4]}\''),
+    postprocess: str | None = typer.Option(None, help='also score the prediction after these component rules, e.g. '
+                                           '\'{"largest": ["WT"], "demote": {"ET": 500}}\' (leanseg.postprocess)'),
     json_path: Path | None = typer.Option(None, "--json", help="also write the scores as JSON here ('-': stdout)"),
 ):
     """Dice and HD95 (MONAI) per class or region; default: every non-zero label value present."""
@@ -49,10 +51,21 @@ def evaluate_cmd(
         from leanseg.checkpoint import read_meta
 
         manager = read_meta(model).label_manager
-    scores = evaluate(prediction, reference, labels=manager)
+    result: dict = {"prediction": str(prediction), "reference": str(reference)}
+    if postprocess is not None:  # parsed before the (slower) unprocessed scores, so a typo fails at once
+        from leanseg.postprocess import Postprocess
+
+        if manager is None:
+            raise LeanSegError("--postprocess names classes or regions: give --task, -m, --labels or --regions")
+        rules = Postprocess.parse(postprocess, manager, "--postprocess")
+    scores = result["scores"] = evaluate(prediction, reference, labels=manager)
     typer.echo(format_table(scores))
+    if postprocess is not None:
+        after = evaluate(prediction, reference, labels=manager, postprocess=rules)
+        result["postprocessed"] = {"postprocess": rules.to_json(), "scores": after}
+        typer.echo(f"\nafter postprocess {json.dumps(rules.to_json())}:\n{format_table(after)}")
     if json_path is not None:
-        text = json.dumps({"prediction": str(prediction), "reference": str(reference), "scores": scores}, indent=2)
+        text = json.dumps(result, indent=2)
         if str(json_path) == "-":
             typer.echo(text)
         else:

@@ -17,12 +17,15 @@ import typer
 
 from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
+from leanseg.cli.bench_export import bench_export
 from leanseg.cli.bench_predict import bench_predict
 from leanseg.cli.bench_stream import bench_stream
 from leanseg.cli.bench_unet import bench_unet
 from leanseg.cli.demo_cmd import demo_cmd
 from leanseg.cli.evaluate_cmd import evaluate_cmd
+from leanseg.cli.export_cmd import export_cmd
 from leanseg.cli.models_cmd import models
+from leanseg.cli.postprocess_cmd import postprocess_select_cmd
 from leanseg.cli.predict_cmd import predict_cmd
 from leanseg.cli.train_cmd import train_cmd
 from leanseg.errors import LeanSegError, LeanSegWarning
@@ -43,11 +46,14 @@ app.command("train")(train_cmd)
 app.command("demo")(demo_cmd)
 app.command("predict")(predict_cmd)
 app.command("evaluate")(evaluate_cmd)
+app.command("postprocess-select")(postprocess_select_cmd)
+app.command("export")(export_cmd)
 bench_app.command("conv")(bench_conv)
 bench_app.command("unet")(bench_unet)
 bench_app.command("stream")(bench_stream)
 bench_app.command("brats")(bench_brats)
 bench_app.command("predict")(bench_predict)
+bench_app.command("export")(bench_export)
 
 
 def _note(message, category, filename, lineno, file=None, line=None):

@@ -12,7 +12,8 @@ from leanseg.options import parse_window
 def predict_cmd(
     inputs: list[Path] = typer.Argument(..., help="a .nii/.nii.gz file, several NIfTI files (one per channel), a "
                                              "case folder, a SEG-Y cube or an image"),
-    model: Path = typer.Option(..., "-m", "--model", help="checkpoint (.safetensors from leanseg.save_model)"),
+    model: list[Path] = typer.Option(..., "-m", "--model", help="checkpoint (.safetensors from leanseg.save_model); "
+                                     "repeat for an ensemble (probabilities averaged)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="label map; the suffix picks the format "
                                        "(.nii.gz, .sgy, .npy, .png); default: beside the input, '<name>_pred'"),
     window: str | None = typer.Option(None, help="window size, '128' or '128,128,96' (default: the checkpoint's)"),
@@ -25,6 +26,9 @@ def predict_cmd(
     batch_size: int = typer.Option(1, help="windows per forward pass"),
     slab: int | None = typer.Option(None, help="SEG-Y: inlines written per streaming step"),
     halo: int | None = typer.Option(None, help="SEG-Y: inlines of context read on each side of a slab"),
+    postprocess: str | None = typer.Option(None, help='component rules as JSON, e.g. \'{"largest": ["WT"], '
+                                           '"demote": {"ET": 500}}\', or \'none\' (default: the checkpoint\'s)'),
+    uncertainty: bool = typer.Option(False, help="also write '<output>_uncertainty': std over models and --tta"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
     crop: bool | None = typer.Option(None, "--crop/--no-crop", help="predict only the box of non-zero voxels, the "
                                      "rest is background (default: on for checkpoints normalised zscore nonzero)"),
@@ -36,8 +40,9 @@ def predict_cmd(
     # the volume's dimension is known once the input is read: one size goes through as an int, which
     # leanseg.predict repeats on every axis
     sizes = parse_window(window, what="--window") if window is not None else None
-    out = predict(inputs, model, output=output, window=sizes[0] if sizes and len(sizes) == 1 else sizes,
+    out = predict(inputs, model[0] if len(model) == 1 else list(model), output=output,
+                  window=sizes[0] if sizes and len(sizes) == 1 else sizes,
                   overlap=overlap, tta=tta, device=device, amp=amp, probabilities=probabilities, preview=preview,
-                  batch_size=batch_size, slab=slab, halo=halo, progress=progress, crop=crop,
-                  precision=precision)
+                  batch_size=batch_size, slab=slab, halo=halo, postprocess=postprocess, uncertainty=uncertainty,
+                  progress=progress, crop=crop, precision=precision)
     typer.echo(str(out))

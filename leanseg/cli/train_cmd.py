@@ -31,6 +31,8 @@ def train_cmd(
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/train_state.safetensors"),
     seed: int = typer.Option(0, help="seed of the split, the data pipeline and the weights"),
     workers: int = typer.Option(0, help="data loader processes"),
+    postprocess: bool = typer.Option(False, "--postprocess/--no-postprocess", help="at the end, choose component "
+                                     "rules on the validation cases (as nnU-Net does) and store them in best"),
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
@@ -53,8 +55,12 @@ def train_cmd(
 
     from leanseg.training import TrainConfig, train
 
-    config = TrainConfig(out=out, seed=seed, device=device, amp=amp, resume=resume, num_workers=workers)
+    config = TrainConfig(out=out, seed=seed, device=device, amp=amp, resume=resume, num_workers=workers,
+                         postprocess=postprocess)
     result = train(task, data=data, synthetic=synthetic, config=config, **options)
     best = ", ".join(f"{k[4:]} {v:.3f}" for k, v in result.best.items() if k.startswith("val_dice") or
                      k == "val_accuracy")
     typer.echo(f"done: {result.out}/best.safetensors" + (f" ({best})" if best else ""))
+    if result.postprocess:
+        typer.echo(f"postprocess {result.postprocess['postprocess']}: mean Dice {result.postprocess['before']:.4f} "
+                   f"-> {result.postprocess['after']:.4f}")

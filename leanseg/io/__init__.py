@@ -15,6 +15,7 @@ import numpy as np
 
 from leanseg.errors import LeanSegError
 from leanseg.io._files import atomic_path, check_output, full_suffix, stem
+from leanseg.io.dicom import is_dicom_folder, read_dicom
 from leanseg.io.image import IMAGE_SUFFIXES, ImageGeometry, read_image, write_image
 from leanseg.io.nifti import (
     BRATS_ALIASES,
@@ -30,8 +31,9 @@ from leanseg.io.segy import SEGY_SUFFIXES, SegyGeometry, SegyReader, SegyWriter,
 
 __all__ = [
     "BRATS_ALIASES", "ImageGeometry", "NiftiGeometry", "SegyGeometry", "SegyReader", "SegyWriter", "atomic_path",
-    "channel_of", "check_output", "find_case_files", "full_suffix", "kind_of", "label_dtype", "read_image",
-    "read_nifti", "read_segy", "read_volume", "stem", "write_image", "write_nifti", "write_segy", "write_volume",
+    "channel_of", "check_output", "find_case_files", "full_suffix", "is_dicom_folder", "kind_of", "label_dtype",
+    "read_dicom", "read_image", "read_nifti", "read_segy", "read_volume", "stem", "write_image", "write_nifti",
+    "write_segy", "write_volume",
 ]
 
 
@@ -51,12 +53,15 @@ def kind_of(path: str | os.PathLike) -> str:
 
 def read_volume(inputs: str | os.PathLike | Sequence[str | os.PathLike], channels: Sequence[str] | None = None,
                 aliases: dict[str, Sequence[str]] | None = None):
-    """Read a volume: one file, several NIfTI files as channels, or a case folder (channel files found by
-    ``channels`` names, see ``find_case_files``). Returns ``(array (C, *spatial) float32, geometry)``."""
+    """Read a volume: one file, several NIfTI files as channels, a case folder (channel files found by
+    ``channels`` names, see ``find_case_files``) or DICOM series folders (one per channel, in order).
+    Returns ``(array (C, *spatial) float32, geometry)``."""
     inputs = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
     if not inputs:
         raise LeanSegError("no input given")
     kinds = [kind_of(p) for p in inputs]
+    if kinds[0] == "folder" and all(is_dicom_folder(p) for p in inputs):  # one DICOM series per channel
+        return read_dicom(inputs)
     if kinds[0] == "folder":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[0]}: give one case folder or a list of files, not both")

@@ -13,6 +13,7 @@ from leanseg.errors import LeanSegError
 from leanseg.models._registry import register
 from leanseg.nn.blocks import ConvNormAct, DownBlock, UpBlock
 from leanseg.nn.factories import LayerSpec, check_conv_kind, check_dims, pointwise_conv
+from leanseg.nn.ops import tracing
 from leanseg.options import UpMode, look_up_option
 
 
@@ -100,7 +101,7 @@ class LeanUNet(nn.Module):
         # same shape (a level's down output for its decoder merge, a skip for the decoder body that consumes it):
         # the decoder then allocates no activation-sized block, which on glibc's heap would land above the holes
         # that smaller tensors have fragmented (the peak at 4x128^3 grew by a third that way).
-        reuse = not torch.is_grad_enabled() and isinstance(self.encoder[0].body, ConvNormAct)
+        reuse = not torch.is_grad_enabled() and isinstance(self.encoder[0].body, ConvNormAct) and not tracing()
         skips: list[torch.Tensor] = []
         spare: list[torch.Tensor] = []
         for level in self.encoder:

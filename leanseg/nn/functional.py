@@ -65,7 +65,10 @@ def lean_conv(
         if launch is not None:
             return launch(x, weight, stencil, bias, stride)
     elif x.device.type == "cpu" and x.dtype in _CPU_DTYPES:
+        from leanseg.nn import ops  # the C kernel as a custom op while torch.compile/torch.export trace
         from leanseg.nn._cpu import lean_conv_cpu
 
+        if ops.tracing():
+            return ops.lean_conv_op(x, weight, stencil, bias, stride)
         return lean_conv_cpu(x, weight, stencil, bias, stride)
     return lean_conv_reference_unchecked(x, weight, stencil, bias, stride)

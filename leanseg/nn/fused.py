@@ -29,6 +29,7 @@ from leanseg.nn import _cext
 from leanseg.nn._cpu import _gemm, conv_backward, conv_forward, stencil_gather_
 from leanseg.nn.lean_conv import LeanConv
 from leanseg.nn.norm import InstanceNorm, channel_sums, norm_act_, norm_act_grad_, norm_act_grad_sums, norm_coefficients
+from leanseg.nn.ops import tracing
 
 ENABLED = True  # tests switch it off to compare with the unfused composition
 
@@ -49,7 +50,9 @@ def _needs_grad(x: torch.Tensor, module: nn.Module) -> bool:
 
 
 def _lib(x: torch.Tensor):
-    if not ENABLED or x.device.type != "cpu" or x.dim() not in (4, 5) or _cext.suffix(x.dtype) is None:
+    # tracers (torch.compile/export, ONNX) see the unfused composition, whose lean convs are one custom op each
+    if (not ENABLED or x.device.type != "cpu" or x.dim() not in (4, 5) or _cext.suffix(x.dtype) is None
+            or tracing()):
         return None
     return _cext.load()
 

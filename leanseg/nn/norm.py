@@ -152,7 +152,9 @@ class InstanceNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lib = _cext.load() if x.device.type == "cpu" and _cext.suffix(x.dtype) else None
-        if lib is not None and x.dim() in (4, 5) and _channels_last(x) is not None:
+        from leanseg.nn.ops import tracing  # tracers cannot follow the C kernel's data pointers
+
+        if lib is not None and x.dim() in (4, 5) and _channels_last(x) is not None and not tracing():
             return _InstanceNormCL.apply(x, self.weight, self.bias, self.eps, lib)
         return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 

@@ -47,6 +47,7 @@ class TrainConfig:
     num_workers: int = 0  # loader processes; 0 keeps 2-core machines responsive and runs are reproducible
     cache: bool | None = None  # keep preprocessed cases in memory; None: when there are at most 64 cases
     progress: bool = True
+    postprocess: bool = False  # at the end, choose component rules on the validation cases for best.safetensors
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainResult:
     step_losses: list = field(default_factory=list)  # every step this call took (for tests and curves)
     seconds_per_epoch: float = float("nan")
     model: nn.Module | None = None
+    postprocess: dict = field(default_factory=dict)  # the rules chosen (TrainConfig.postprocess) and their Dice
 
 
 def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list]:
@@ -259,6 +261,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, row)
             dist.barrier()
+        if cfg.postprocess and dist.main and len(val_ds) and (out / "best.safetensors").exists():
+            from leanseg.training.postprocess import choose_for_checkpoint
+
+            result.postprocess = choose_for_checkpoint(out / "best.safetensors", val_ds, tcfg.window, device)
         result.best = best.get("metrics", {})
         result.seconds_per_epoch = float(np.median(seconds)) if seconds else float("nan")
         if writer is not None:
