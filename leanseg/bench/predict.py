@@ -54,8 +54,8 @@ QUICK = Setup(features=(8, 16, 32, 64), window=(32, 32, 32), synthetic_shape=(64
 
 def shared_case() -> Path | None:
     """The shared TCGA case: $LEANSEG_SHARED_DATA/nifti/..., else ../shared/data beside the repository."""
-    root = os.environ.get("LEANSEG_SHARED_DATA")
-    root = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    given = os.environ.get("LEANSEG_SHARED_DATA")
+    root = Path(given) if given else Path(__file__).resolve().parents[2].parent / "shared" / "data"
     case = root / "nifti" / CASE_NAME
     return case if case.is_dir() else None
 
