@@ -1,17 +1,24 @@
 """Fused Triton kernels for the lean convolution (2D is the depth-1 case of the 3D code).
 
-``import kernels3d`` imports neither Triton nor the kernels: they load on the first call of ``lean_conv``,
-which raises an ImportError that says so where Triton is missing.
+A leaf: nothing here imports leanseg. The operator's shape rules and plain-PyTorch reference are in
+``kernels3d.reference`` (torch only), which leanseg imports too. ``import kernels3d`` imports neither torch,
+Triton nor the kernels: they load on the first call of ``lean_conv``, which raises an ImportError that says so
+where Triton is missing.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+def interpret() -> bool:
+    """TRITON_INTERPRET: whether Triton runs kernels in its CPU interpreter (the one place kernels3d reads it)."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 def available() -> bool:
@@ -20,11 +27,13 @@ def available() -> bool:
         return False
     import torch
 
-    return _interpret() or torch.cuda.is_available()
+    return interpret() or torch.cuda.is_available()
 
 
-def lean_conv(x, weight, stencil, bias=None, stride: int = 1, residual=None, activation=None,
-              negative_slope: float = 0.01):
+def lean_conv(
+    x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
+    residual: torch.Tensor | None = None, activation: str | None = None, negative_slope: float = 0.01,
+) -> torch.Tensor:
     """act(lean convolution of x + bias + residual) by the fused kernels; see kernels3d.fused.lean_conv."""
     try:
         from kernels3d import fused
@@ -36,4 +45,4 @@ def lean_conv(x, weight, stencil, bias=None, stride: int = 1, residual=None, act
     return fused.lean_conv(x, weight, stencil, bias, stride, residual, activation, negative_slope)
 
 
-__all__ = ["available", "lean_conv"]
+__all__ = ["available", "interpret", "lean_conv"]

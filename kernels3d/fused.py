@@ -2,7 +2,7 @@
 
     y_o(p) = act( sum_c W[o, c] x_c(s p) + sum_k S[o, k] x_o(s p + e_k) + bias[o] + residual_o(p) )
 
-(the stencil sum only for o < m = min(C_in, C_out); see leanseg.nn.functional for the operator itself).
+(the stencil sum only for o < m = min(C_in, C_out); see kernels3d.reference for the operator itself).
 
 Layout: every kernel sees channels-last (N, D, H, W, C) tensors, so a voxel's channels are contiguous and the
 1x1 is a tl.dot of a (voxels x C_in) tile with a (C_in x C_out) tile. A 2D input is the depth-1 case: it is
@@ -17,18 +17,19 @@ Accumulation is float32 whatever the storage dtype; float32 tl.dot runs in IEEE 
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from leanseg.nn.functional import check_args, lean_conv_reference, out_size
+from kernels3d import interpret
+from kernels3d.reference import check_args, lean_conv_reference, out_size
 
 # Triton decides at @triton.jit time whether kernels run in the interpreter; mirror that decision here.
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
-ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2}
+INTERPRET = interpret()
+# The epilogue activations the kernels fuse, as their compile-time ACT codes. These are kernel constants, not
+# the model-level activation table (that is leanseg.nn.factories.ACTS, which builds nn.Module activations).
+EPILOGUE_ACT_CODES = {None: 0, "relu": 1, "leaky_relu": 2}
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -432,23 +433,37 @@ class LeanConvFunction(torch.autograd.Function):
         return dx, dw, ds, db, dr, None, None, None
 
 
-def lean_conv(x, weight, stencil, bias=None, stride: int = 1, residual=None, activation=None,
-              negative_slope: float = 0.01):
+def launch(
+    x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
+    residual: torch.Tensor | None = None, activation: str | None = None, negative_slope: float = 0.01,
+) -> torch.Tensor:
+    """lean_conv without its argument checks, for callers that ran them (leanseg.nn.functional.lean_conv).
+
+    Picks the path by dtype (the kernels for float32/float16/bfloat16, the PyTorch reference otherwise), casts
+    the parameters to x's dtype and applies the autograd Function.
+    """
+    if x.dtype not in DTYPES:
+        return reference(x, weight, stencil, bias, stride, residual, activation, negative_slope)
+    cast = [t.to(x.dtype) if t is not None else None for t in (weight, stencil, bias, residual)]
+    return LeanConvFunction.apply(x, *cast, stride, EPILOGUE_ACT_CODES[activation], float(negative_slope))
+
+
+def lean_conv(
+    x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1,
+    residual: torch.Tensor | None = None, activation: str | None = None, negative_slope: float = 0.01,
+) -> torch.Tensor:
     """Fused lean convolution with optional epilogues: act(lean_conv(x) + bias + residual).
 
     x is (N, C_in, [D,] H, W), channels-last or contiguous; weight (C_out, C_in); stencil (m, 4 or 6);
     residual has y's shape; activation is None, "relu" or "leaky_relu" (negative_slope >= 0). Returns
     (N, C_out, [D,] H', W') in channels-last memory. Parameters are cast to x's dtype. Dtypes other than
-    float32/float16/bfloat16 run the PyTorch reference.
+    float32/float16/bfloat16 run the PyTorch reference. Checks its arguments, then calls ``launch``.
     """
     check_args(x, weight, stencil, bias, stride)
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {list(ACTIVATIONS)}, got {activation!r}")
+    if activation not in EPILOGUE_ACT_CODES:
+        raise ValueError(f"activation must be one of {list(EPILOGUE_ACT_CODES)}, got {activation!r}")
     if activation == "leaky_relu" and negative_slope < 0:
         raise ValueError(f"negative_slope must be >= 0 for the fused backward, got {negative_slope}")
-    if x.dtype not in DTYPES:
-        return reference(x, weight, stencil, bias, stride, residual, activation, negative_slope)
-    if not (x.is_cuda or INTERPRET):
+    if x.dtype in DTYPES and not (x.is_cuda or INTERPRET):
         raise ValueError(f"kernels3d.lean_conv needs CUDA tensors (or TRITON_INTERPRET=1), got {x.device} tensors")
-    cast = [t.to(x.dtype) if t is not None else None for t in (weight, stencil, bias, residual)]
-    return LeanConvFunction.apply(x, *cast, stride, ACTIVATIONS[activation], float(negative_slope))
+    return launch(x, weight, stencil, bias, stride, residual, activation, negative_slope)

@@ -1,64 +1,268 @@
 """Checkpoints: one ``.safetensors`` file holding the weights and, in its header, a JSON config.
 
-The config rebuilds the model through the registry (``leanseg.models.create(model, **model_kwargs)``), so
-loading never unpickles anything: a checkpoint from a stranger can at worst hold wrong numbers. The JSON is
-readable without leanseg: ``safetensors.safe_open(path, "np").metadata()["leanseg"]``.
+The config is read in one place, into a typed :class:`CheckpointMeta` (validated, with defaults), which
+``leanseg.predict``, ``leanseg evaluate`` and training all use. It rebuilds the model through the registry
+(``leanseg.models.create(model, **model_kwargs)``), so loading never unpickles anything: a checkpoint from a
+stranger can at worst hold wrong numbers. The JSON is readable without leanseg:
+``safetensors.safe_open(path, "np").metadata()["leanseg"]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from leanseg.errors import LeanSegError
 from leanseg.io._files import atomic_path
+from leanseg.labels import LabelManager
+
+if TYPE_CHECKING:
+    from leanseg.models._registry import ModelSpec
 
 FORMAT = "leanseg-checkpoint"
+# Refuse, before allocating, a config that asks for more weights than any segmentation network needs (2 GB float32):
+# a checkpoint's JSON is untrusted input, and "features": [100000] must not take the machine down.
+MAX_WEIGHTS = 500_000_000
 VERSION = 1
 _KEY = "leanseg"  # the safetensors metadata entry that holds the JSON config
+NORMALIZATIONS = ("none", "zscore", "fixed")
 
 
-def save_model(model, path: str | os.PathLike, /, **meta) -> Path:
-    """Write ``model``'s weights and ``meta`` to ``path`` (a ``.safetensors`` file), atomically.
+@dataclass(frozen=True)
+class Normalization:
+    """Intensity normalisation applied before the model, the same in training and prediction.
 
-    Meta keys (all JSON values; tuples come back as lists):
-        model (required): registry name, e.g. "lean_unet".
-        model_kwargs (required): the keyword arguments of ``leanseg.models.create``, e.g. ``{"spatial_dims": 3,
-            "in_channels": 2, "out_channels": 5, "features": [16, 32, 64]}``.
-        task: the pipeline's name, e.g. "brats" or "faults".
-        channels: input channel names in order, e.g. ``["flair", "t1c"]``; case folders are searched for them.
-        labels: ``{class name: label value}`` in output-channel order (softmax + argmax), e.g.
-            ``{"background": 0, "necrosis": 1, "edema": 2, "enhancing": 4}``; or
-        regions: ``{region name: [label values]}`` in output-channel order (sigmoid + threshold 0.5, largest
-            region first), e.g. ``{"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]}``.
-        normalization: "none", "zscore", ``{"kind": "zscore", "nonzero": true}`` or
-            ``{"kind": "fixed", "mean": [...], "std": [...]}`` (per channel), applied before the model.
-        window: the sliding-window size the model was trained on, e.g. ``[128, 128, 128]``.
-        anything else JSON can hold (epoch, metrics, ...).
+    ``zscore``: per channel, from the volume's own robust statistics (``leanseg.normalize``; ``nonzero``: over
+    non-zero voxels only, the brain of a skull-stripped scan, leaving the background at 0). ``fixed``: per-channel
+    ``mean``/``std`` (CIFAR).
+    """
+
+    kind: str = "none"
+    nonzero: bool = False
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in NORMALIZATIONS:
+            raise LeanSegError(f"normalization {self.kind!r} is unknown; choose from {', '.join(NORMALIZATIONS)}")
+        if self.kind == "fixed":
+            mean, std = tuple(self.mean), tuple(self.std)
+            if not mean or len(mean) != len(std) or not all(isinstance(v, int | float) for v in mean + std):
+                raise LeanSegError(f"fixed normalization needs numbers mean and std of one length, got {mean}, {std}")
+            if min(abs(s) for s in std) == 0:
+                raise LeanSegError(f"fixed normalization std {std} has a zero")
+            object.__setattr__(self, "mean", tuple(float(v) for v in mean))
+            object.__setattr__(self, "std", tuple(float(v) for v in std))
+
+    @classmethod
+    def parse(cls, spec) -> Normalization:
+        """From JSON: "zscore", {"kind": "zscore", "nonzero": true}, {"kind": "fixed", "mean": [...], ...}."""
+        if spec is None:
+            return cls()
+        if isinstance(spec, str):
+            return cls(kind=spec)
+        if not isinstance(spec, Mapping):
+            raise LeanSegError(f"normalization must be a name or an object, got {spec!r}")
+        unknown = set(spec) - {"kind", "nonzero", "mean", "std"}
+        if unknown:
+            raise LeanSegError(f"normalization has unknown fields {sorted(unknown)}")
+        return cls(kind=spec.get("kind", "none"), nonzero=bool(spec.get("nonzero", False)),
+                   mean=tuple(spec.get("mean", ())), std=tuple(spec.get("std", ())))
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.nonzero:
+            out["nonzero"] = True
+        if self.kind == "fixed":
+            out |= {"mean": list(self.mean), "std": list(self.std)}
+        return out
+
+    def transform(self, stats_from=None, keys: str | Sequence[str] | None = None):
+        """A transform doing this normalisation on ``(C, ...)`` arrays (or on the ``keys`` of a dict); None for
+        "none".
+
+        ``stats_from``: a ``(C, ...)`` sample whose statistics stand for the whole volume (streamed cubes).
+        """
+        if self.kind == "none":
+            return None
+        if self.kind == "fixed":
+            from monai.transforms import NormalizeIntensity, NormalizeIntensityd
+
+            kwargs: dict[str, Any] = {"subtrahend": list(self.mean), "divisor": list(self.std), "channel_wise": True}
+            return NormalizeIntensityd(keys, **kwargs) if keys is not None else NormalizeIntensity(**kwargs)
+        from leanseg.normalize import ZScore, volume_stats
+
+        stats = volume_stats(stats_from, self.nonzero) if stats_from is not None else None
+        return ZScore(self.nonzero, stats=stats, keys=keys)
+
+
+def model_spec(model) -> ModelSpec | None:
+    """The spec a model carries (``create`` sets it), completed by the model's own ``config`` where it has one."""
+    from leanseg.models._registry import ModelSpec
+
+    spec = getattr(model, "build_spec", None)
+    if not isinstance(spec, ModelSpec):
+        return None
+    own = getattr(model, "config", None)
+    return ModelSpec(spec.name, dict(own) if isinstance(own, dict) else dict(spec.kwargs))
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """The JSON config of a checkpoint, typed. ``extra`` keeps anything else (epoch, metrics, seed, data...)."""
+
+    model: str  # registry name, e.g. "lean_unet"
+    model_kwargs: dict  # keyword arguments of leanseg.models.create, e.g. {"spatial_dims": 3, "in_channels": 4, ...}
+    task: str | None = None  # the task that trained it, e.g. "brats"
+    channels: tuple[str, ...] = ()  # input channel names in order; case folders are searched for them
+    labels: dict[str, int] = field(default_factory=dict)  # softmax classes {name: value}, output order; or
+    regions: dict[str, tuple[int, ...]] = field(default_factory=dict)  # sigmoid regions {name: [values]}
+    normalization: Normalization = field(default_factory=Normalization)
+    window: tuple[int, ...] | None = None  # the sliding window the model was trained with
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.model, str) or not self.model:
+            raise LeanSegError(f"checkpoint 'model' must be a registry name, got {self.model!r}")
+        if not isinstance(self.model_kwargs, Mapping):
+            raise LeanSegError(f"checkpoint 'model_kwargs' must be an object, got {type(self.model_kwargs).__name__}")
+        if isinstance(self.channels, str) or not all(isinstance(c, str) for c in self.channels):
+            raise LeanSegError(f"checkpoint 'channels' must be a list of names, got {self.channels!r}")
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if not isinstance(self.normalization, Normalization):
+            object.__setattr__(self, "normalization", Normalization.parse(self.normalization))
+        if self.window is not None:
+            window = [self.window] if isinstance(self.window, int) else self.window
+            if (not isinstance(window, Sequence) or not window
+                    or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in window)):
+                raise LeanSegError(f"checkpoint 'window' must be positive integers, got {self.window!r}")
+            object.__setattr__(self, "window", tuple(window))
+        if self.labels or self.regions:  # validated (and regions made tuples) by the label manager
+            manager = LabelManager(labels=dict(self.labels), regions=dict(self.regions))
+            object.__setattr__(self, "labels", manager.labels)
+            object.__setattr__(self, "regions", manager.regions)
+        for name in ("spatial_dims", "in_channels", "out_channels", "num_classes"):
+            value = self.model_kwargs.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
+                raise LeanSegError(f"checkpoint model_kwargs {name}={value!r} is not an integer in 1..4096")
+        if self.window is not None and self.spatial_dims is not None and len(self.window) != self.spatial_dims:
+            raise LeanSegError(f"checkpoint 'window' {list(self.window)} does not fit a {self.spatial_dims}D model")
+        channels = self.in_channels
+        if self.normalization.kind == "fixed" and channels is not None and len(self.normalization.mean) != channels:
+            raise LeanSegError(f"checkpoint fixed normalization has {len(self.normalization.mean)} values for "
+                               f"{channels} input channels")
+
+    # -------------------------------------------------------------------------------------------------- views
+    @property
+    def spatial_dims(self) -> int | None:
+        return self.model_kwargs.get("spatial_dims")
+
+    @property
+    def in_channels(self) -> int | None:
+        return self.model_kwargs.get("in_channels")
+
+    @property
+    def out_channels(self) -> int | None:
+        return self.model_kwargs.get("out_channels", self.model_kwargs.get("num_classes"))
+
+    @property
+    def label_manager(self) -> LabelManager:
+        return LabelManager.from_config(self.labels, self.regions, self.out_channels)
+
+    # --------------------------------------------------------------------------------------------------- JSON
+    _FIELDS = ("model", "model_kwargs", "task", "channels", "labels", "regions", "normalization", "window")
+
+    @classmethod
+    def from_json(cls, config: Mapping, source: str | os.PathLike | None = None) -> CheckpointMeta:
+        """From a checkpoint's JSON (``format``/``version`` included or not); errors name ``source``."""
+        config = dict(config)
+        config.pop("format", None)
+        config.pop("version", None)
+        known = {k: config.pop(k) for k in cls._FIELDS if k in config}
+        try:
+            if "model" not in known or "model_kwargs" not in known:
+                raise LeanSegError("the config needs 'model' and 'model_kwargs' to rebuild the model")
+            return cls(**known, extra=config)
+        except LeanSegError as err:
+            raise LeanSegError(f"{source}: {err}" if source is not None else str(err)) from None
+        except TypeError as err:
+            raise LeanSegError(f"{source}: malformed checkpoint config ({err})") from None
+
+    def to_json(self) -> dict:
+        out: dict[str, Any] = {"format": FORMAT, "version": VERSION, "model": self.model,
+                               "model_kwargs": _plain(self.model_kwargs)}
+        if self.task is not None:
+            out["task"] = self.task
+        if self.channels:
+            out["channels"] = list(self.channels)
+        if self.labels or self.regions:
+            out |= LabelManager(labels=dict(self.labels), regions=dict(self.regions)).to_json()
+        out["normalization"] = self.normalization.to_json()
+        if self.window is not None:
+            out["window"] = list(self.window)
+        return out | _plain(self.extra)
+
+    def replace(self, **changes) -> CheckpointMeta:
+        """A copy with fields changed; unknown names go to ``extra``."""
+        fields = {f.name for f in dataclasses.fields(self)}
+        extra = dict(self.extra) | {k: v for k, v in changes.items() if k not in fields}
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in fields}, extra=extra)
+
+
+def _plain(value):
+    """JSON-able copy: tuples to lists, numpy/torch scalars to numbers."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+def save_model(model, path: str | os.PathLike, meta: CheckpointMeta | None = None, /, **fields) -> Path:
+    """Write ``model``'s weights and its config to ``path`` (a ``.safetensors`` file), atomically.
+
+    A model built by ``leanseg.models.create`` (or a registered constructor) knows its registry name and
+    arguments, so ``save_model(model, "m.safetensors")`` just works. ``meta`` (a :class:`CheckpointMeta`, e.g. the
+    one ``load_model`` returned) or keyword ``fields`` add what prediction needs: ``task``, ``channels``,
+    ``labels`` {name: value} or ``regions`` {name: [values]}, ``normalization``, ``window``; other keywords
+    (epoch, metrics...) are kept as extra JSON.
     """
     import torch
     from safetensors.torch import save_file
 
-    for key in ("model", "model_kwargs"):
-        if key not in meta:
-            raise ValueError(f"save_model needs meta {key!r} to rebuild the model from the registry")
-    config = {"format": FORMAT, "version": VERSION, **meta}
-    try:
-        text = json.dumps(config)
-    except TypeError as err:
-        raise ValueError(f"checkpoint meta must be JSON values: {err}") from None
+    if meta is None:
+        spec = model_spec(model)
+        if "model" not in fields and spec is None:
+            raise LeanSegError(
+                f"{type(model).__name__} was not built by leanseg.models.create, so a checkpoint cannot rebuild it: "
+                "register its constructor with @leanseg.models.register and build it with leanseg.models.create, "
+                "or pass model= and model_kwargs=")
+        if spec is not None:
+            fields = {"model": spec.name, "model_kwargs": spec.kwargs} | fields
+        meta = CheckpointMeta.from_json(fields, source=path)
+    elif fields:
+        meta = meta.replace(**fields)
+    text = json.dumps(meta.to_json())
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise LeanSegError(f"{path}: the folder {path.parent} does not exist")
     # safetensors refuses tensors that share memory; a state_dict can hold such views (tied weights)
     weights = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone()
                for k, v in model.state_dict().items()}
-    path = Path(path)
     with atomic_path(path) as tmp:
         save_file(weights, str(tmp), metadata={_KEY: text})
     return path
 
 
-def read_meta(path: str | os.PathLike) -> dict:
-    """The JSON config of a checkpoint, without building the model."""
+def read_meta(path: str | os.PathLike) -> CheckpointMeta:
+    """The config of a checkpoint, without building the model."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -66,18 +270,19 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise LeanSegError(f"{path}: checkpoint not found")
     try:
         with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {})[_KEY])
+            config = json.loads((f.metadata() or {})[_KEY])
     except KeyError:
         raise LeanSegError(f"{path}: not a leanseg checkpoint (no '{_KEY}' config in the safetensors header)") from None
     except Exception as err:  # SafetensorError, JSONDecodeError, OSError
         raise LeanSegError(f"{path}: corrupt or not a safetensors checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise LeanSegError(f"{path}: not a leanseg checkpoint (its config lacks format/model)")
-    return meta
+    return CheckpointMeta.from_json(config, source=path)
 
 
 def load_model(path: str | os.PathLike):
     """Rebuild the model of a checkpoint on the CPU in eval mode; returns ``(model, meta)``."""
+    import torch
     from safetensors.torch import load_file
 
     import leanseg.models  # registers the models
@@ -85,15 +290,25 @@ def load_model(path: str | os.PathLike):
     path = Path(path)
     meta = read_meta(path)
     try:
-        model = leanseg.models.create(meta["model"], **meta.get("model_kwargs", {}))
+        with torch.device("meta"):  # count the weights the config asks for without allocating them
+            probe = leanseg.models.create(meta.model, **meta.model_kwargs)
+        count = sum(t.numel() for t in [*probe.parameters(), *probe.buffers()])
+        if count > MAX_WEIGHTS:
+            raise LeanSegError(f"its config asks for {count:,} weights (more than {MAX_WEIGHTS:,}); "
+                               "refusing to build it")
+        model = leanseg.models.create(meta.model, **meta.model_kwargs)
     except LeanSegError as err:
         raise LeanSegError(f"{path}: {err}") from None
-    except (TypeError, ValueError) as err:
-        raise LeanSegError(f"{path}: cannot build model {meta['model']!r} from its config ({err})") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LeanSegError(f"{path}: cannot build model {meta.model!r} from its config ({first})") from None
     try:
         weights = load_file(str(path))
         model.load_state_dict(weights, strict=True)
     except Exception as err:  # truncated data, missing or extra tensors, wrong shapes
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LeanSegError(f"{path}: weights do not load into {meta['model']!r} ({first})") from None
+        raise LeanSegError(f"{path}: weights do not load into {meta.model!r} ({first})") from None
     return model.eval(), meta
+
+
+__all__ = ["CheckpointMeta", "Normalization", "load_model", "model_spec", "read_meta", "save_model"]

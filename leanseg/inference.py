@@ -15,6 +15,7 @@ prediction back on the full grid (nnU-Net does the same): a skull-stripped brain
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,14 +23,10 @@ import torch
 from monai.inferers import sliding_window_inference
 from tqdm.auto import tqdm
 
+from leanseg.errors import LeanSegError
+from leanseg.options import parse_window
+
 ACTIVATIONS = {"softmax": lambda y: torch.softmax(y, dim=1), "sigmoid": torch.sigmoid, "none": lambda y: y}
-
-
-def _window(window: int | Sequence[int], ndim: int) -> tuple[int, ...]:
-    window = (window,) * ndim if isinstance(window, int) else tuple(int(w) for w in window)
-    if len(window) != ndim or min(window) < 1:
-        raise ValueError(f"window {window} does not fit a {ndim}D volume")
-    return window
 
 
 def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.device, amp: bool) -> Callable:
@@ -41,14 +38,62 @@ def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.
         flips = [c for r in range(len(spatial) + 1) for c in itertools.combinations(spatial, r)] if tta else [()]
         x = x.to(device)
         with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-            total = None
+            total: torch.Tensor | None = None
             for axes in flips:
                 y = activate(model(x.flip(axes) if axes else x).float())
                 y = y.flip(axes) if axes else y
                 total = y if total is None else total + y
+        assert total is not None  # flips holds at least the identity
         return total / len(flips) if len(flips) > 1 else total  # no copy of a window's output without TTA
 
     return predict
+
+
+# Windows of one voxel, or overlaps near 1, would run a window per voxel: hours for one volume. nnU-Net and MONAI
+# use 0.5; 0.9 already runs 1000x the windows of 0 in 3D.
+MAX_OVERLAP = 0.9
+MAX_WINDOW, MAX_WINDOW_VOXELS = 1024, 2**24  # 256^3 voxels: several GB of activations already
+MAX_WINDOWS = 20_000  # a BraTS case takes 27 windows of 128^3 at overlap 0.5; a one-voxel window would take 9M
+
+
+def check_window(window: tuple[int, ...]) -> tuple[int, ...]:
+    """A window within sane bounds, or a one-line error."""
+    if min(window) < 1 or max(window) > MAX_WINDOW or math.prod(window) > MAX_WINDOW_VOXELS:
+        raise LeanSegError(f"window {list(window)}: sizes must be 1 to {MAX_WINDOW} per axis and "
+                           f"{MAX_WINDOW_VOXELS:,} voxels in all")
+    return window
+
+
+def check_window_count(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+    """The number of windows over ``shape``, or a one-line error when it is absurd (a window of a few voxels)."""
+    windows = count_windows(shape, window, overlap)
+    if windows > MAX_WINDOWS:
+        raise LeanSegError(f"window {list(window)} with overlap {overlap} would run {windows:,} windows over "
+                           f"{list(shape)} (more than {MAX_WINDOWS:,}); use a larger window or less overlap")
+    return windows
+
+
+def count_windows(shape: Sequence[int], window: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding window runs over ``shape`` (its scan: steps of window * (1 - overlap))."""
+    total = 1
+    for n, w in zip(shape, window, strict=True):
+        step = max(1, int(w * (1 - overlap)))
+        total *= 1 if n <= w else math.ceil((n - w) / step) + 1
+    return total
+
+
+def check_options(overlap: float = 0.5, batch_size: int = 1, slab: int | None = None,
+                  halo: int | None = None) -> None:
+    """One-line errors for sliding-window and streaming options out of range (checked before any work)."""
+    if isinstance(overlap, bool) or not (isinstance(overlap, int | float) and math.isfinite(overlap)
+                                         and 0 <= overlap <= MAX_OVERLAP):
+        raise LeanSegError(f"overlap must be a number from 0 to {MAX_OVERLAP}, got {overlap!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LeanSegError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if slab is not None and (isinstance(slab, bool) or not isinstance(slab, int) or slab < 1):
+        raise LeanSegError(f"slab must be a positive number of inlines, got {slab!r}")
+    if halo is not None and (isinstance(halo, bool) or not isinstance(halo, int) or halo < 0):
+        raise LeanSegError(f"halo must be 0 or more inlines, got {halo!r}")
 
 
 @torch.no_grad()
@@ -62,10 +107,14 @@ def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: 
     ``blend``: "gaussian" (weights fall off towards window borders) or "constant". ``amp`` autocasts on CUDA only.
     """
     device = torch.device(device)
-    window = _window(window, image.ndim - 2)
+    window = check_window(parse_window(window, image.ndim - 2))
+    check_options(overlap=overlap, batch_size=batch_size)
+    check_window_count(image.shape[2:], window, overlap)
     predictor = _mirrored(model, activation, tta, device, amp)
-    return sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
-                                    sw_device=device, device="cpu", progress=progress)
+    out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
+                                   sw_device=device, device="cpu", progress=progress)
+    assert isinstance(out, torch.Tensor)  # one tensor in, one predictor output: one tensor out
+    return out
 
 
 def slabs(length: int, slab: int, halo: int):
@@ -88,6 +137,9 @@ def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndar
     """
     first = window if isinstance(window, int) else int(window[0])
     halo = first // 8 if halo is None else halo
+    check_options(slab=slab, halo=halo)
+    if halo > first:  # more context than a window sees is read for nothing, every slab
+        raise LeanSegError(f"halo must be at most the window's first size ({first}) inlines, got {halo}")
     slab = slab or max(1, first - 2 * halo)
     steps = list(slabs(length, slab, halo))
     for start, stop, lo, hi in tqdm(steps, desc="slabs", unit="slab", disable=not progress):
@@ -114,7 +166,7 @@ def paste(probs: torch.Tensor, box: tuple[slice, ...], shape: Sequence[int], fil
     ``(K,)`` (the probabilities of background)."""
     out = torch.empty((probs.shape[0], *shape), dtype=probs.dtype)
     out[:] = torch.as_tensor(fill, dtype=probs.dtype).view(-1, *(1,) * len(shape))
-    out[(slice(None), *box)] = probs
+    out[(slice(None),) + tuple(box)] = probs
     return out
 
 

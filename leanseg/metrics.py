@@ -5,24 +5,14 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from importlib import import_module
 
 import numpy as np
 
 from leanseg.errors import LeanSegError
 from leanseg.io import read_volume
+from leanseg.labels import LabelManager
 
-
-def task_classes(task: str) -> dict:
-    """``{"labels": ...}`` or ``{"regions": ...}`` from the pipeline ``pipelines.<task>``: what its checkpoints say."""
-    try:
-        module = import_module(f"pipelines.{task}")
-    except ModuleNotFoundError:
-        raise LeanSegError(f"--task {task!r}: no such task (pipelines.{task})") from None
-    if not hasattr(module, "checkpoint_meta"):
-        raise LeanSegError(f"--task {task!r}: the task defines no labels or regions")
-    meta = module.checkpoint_meta(module.Config())
-    return {k: meta[k] for k in ("labels", "regions") if k in meta}
+MAX_CLASSES = 1000  # found automatically; TotalSegmentator's largest task has 117
 
 
 def dice_hd95(pred, ref, spacing=None, hd95: bool = True):
@@ -41,34 +31,45 @@ def dice_hd95(pred, ref, spacing=None, hd95: bool = True):
     return dice, hd
 
 
-def _masks(label: np.ndarray, classes: dict[str, list[int]]) -> np.ndarray:
-    return np.stack([np.isin(label, values) for values in classes.values()])
-
-
-def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, labels: dict | None = None,
+def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike,
+             labels: LabelManager | dict | None = None,
              regions: dict | None = None) -> dict[str, dict[str, float | None]]:
     """``{class or region: {"dice": ..., "hd95": ...}}``; HD95 in the files' units (mm), None where undefined.
 
-    ``labels`` {name: value} or ``regions`` {name: [values]} pick the classes; by default every non-zero label
-    value found in either file is a class. Dice of a class absent from both is 1.
+    ``labels`` (a LabelManager, or {name: value} classes) or ``regions`` {name: [values]} pick what is scored, with
+    the same label manager that training and prediction use (a class named "background" is not scored); by default
+    every non-zero label value found in either file is a class. Dice of a class absent from both is 1.
     """
     import torch
 
     pred, pred_geometry = read_volume(prediction)
-    ref, _ = read_volume(reference)
+    ref, ref_geometry = read_volume(reference)
+    for path, array in ((prediction, pred), (reference, ref)):
+        if len(array) != 1:
+            raise LeanSegError(f"{path}: {len(array)} channels; a label map has one")
+        if not np.array_equal(array, np.rint(array)):
+            raise LeanSegError(f"{path}: non-integer values; a label map holds integer labels (is it an image?)")
     if pred.shape != ref.shape:
         raise LeanSegError(f"{prediction}: shape {pred.shape[1:]} differs from the reference's {ref.shape[1:]}")
-    pred, ref = np.rint(pred[0]).astype(np.int64), np.rint(ref[0]).astype(np.int64)
-    if regions:
-        classes = {name: list(values) for name, values in regions.items()}
-    elif labels:
-        classes = {name: [value] for name, value in labels.items() if value != 0}
+    affines = [np.asarray(g.affine) for g in (pred_geometry, ref_geometry) if hasattr(g, "affine")]
+    if len(affines) == 2 and not np.allclose(affines[0], affines[1], atol=1e-3):
+        raise LeanSegError(f"{prediction}: its grid (affine) differs from the reference's; the two are not aligned")
+    pred, ref = pred[0].astype(np.int64), ref[0].astype(np.int64)
+    if isinstance(labels, LabelManager):
+        manager: LabelManager | None = labels
+    elif labels or regions:
+        manager = LabelManager(labels=dict(labels or {}), regions=dict(regions or {}))
     else:
-        classes = {f"label_{v}": [int(v)] for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0}
-    if not classes:
+        found = [int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0]
+        if len(found) > MAX_CLASSES:
+            raise LeanSegError(f"{reference}: {len(found)} distinct labels; give --labels or --regions (or is it "
+                               "an image rather than a label map?)")
+        manager = LabelManager(labels={f"label_{v}": v for v in found}) if found else None
+    if manager is None or not manager.scored:
         return {}
-    p = torch.from_numpy(_masks(pred, classes))[None].float()
-    r = torch.from_numpy(_masks(ref, classes))[None].float()
+    scored = LabelManager(regions=manager.scored)  # one binary mask per scored class or region
+    p = torch.from_numpy(scored.masks(pred))[None].float()
+    r = torch.from_numpy(scored.masks(ref))[None].float()
     spacing = list(getattr(pred_geometry, "spacing", None) or [1.0] * (p.ndim - 2))
     dice, hd = dice_hd95(p, r, spacing)
 
@@ -76,7 +77,7 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike, labels
         x = float(x)
         return None if math.isnan(x) or math.isinf(x) else round(x, 6)
 
-    return {name: {"dice": number(dice[i]), "hd95": number(hd[i])} for i, name in enumerate(classes)}
+    return {name: {"dice": number(dice[i]), "hd95": number(hd[i])} for i, name in enumerate(scored.names)}
 
 
 def format_table(scores: dict[str, dict[str, float | None]]) -> str:
@@ -89,4 +90,4 @@ def format_table(scores: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["evaluate", "format_table", "task_classes"]
+__all__ = ["dice_hd95", "evaluate", "format_table"]

@@ -8,13 +8,16 @@ SEG-Y cubes always stream slab by slab along the inline axis, so their size is b
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from leanseg.errors import LeanSegError
+from leanseg.checkpoint import CheckpointMeta
+from leanseg.errors import LeanSegError, LeanSegWarning
 from leanseg.io import (
     SegyReader,
     SegyWriter,
@@ -23,12 +26,12 @@ from leanseg.io import (
     find_case_files,
     full_suffix,
     kind_of,
-    label_dtype,
     read_volume,
     stem,
     write_nifti,
     write_volume,
 )
+from leanseg.options import parse_window, resolve_device
 from leanseg.preview import OrthoSlices
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
@@ -47,88 +50,20 @@ def _sibling(output: Path, tag: str, suffix: str | None = None) -> Path:
     return output.parent / f"{stem(output)}_{tag}{suffix or full_suffix(output)}"
 
 
-def resolve_device(device: str):
-    """'cpu' (the default), 'cuda' (an error when there is none) or 'auto' (cuda when there is one)."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise LeanSegError(f"--device {device}: no CUDA device is available; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise LeanSegError(f"--device {device!r}: expected cpu, cuda, cuda:N or auto") from None
-
-
-class Decoder:
-    """Network outputs -> the task's labels, as the checkpoint's config says.
-
-    ``labels`` {name: value} in output order: softmax, argmax, value. ``regions`` {name: [values]}, largest first:
-    sigmoid, threshold 0.5, and each region paints the label values it does not share with a later region
-    (BraTS WT/TC/ET -> edema, necrosis, enhancing). Neither: softmax and argmax index.
-    """
-
-    def __init__(self, meta: dict, out_channels: int):
-        self.regions = [list(v) for v in meta.get("regions", {}).values()]
-        labels = list(meta.get("labels", {}).values()) if "labels" in meta else list(range(out_channels))
-        self.activation = "sigmoid" if self.regions else "softmax"
-        count = len(self.regions) or len(labels)
-        if count != out_channels:
-            raise LeanSegError(f"checkpoint config names {count} outputs but the model has {out_channels}")
-        self.paint = [min(set(r) - {v for later in self.regions[i + 1:] for v in later}, default=max(r))
-                      for i, r in enumerate(self.regions)]
-        self.lut = np.asarray(labels, dtype=np.int64)
-        self.dtype = label_dtype(int(max(self.paint or labels or [0])))
-
-    def __call__(self, probs) -> np.ndarray:
-        """``(K, *spatial)`` probabilities (torch) -> ``(*spatial)`` integer labels."""
-        if self.regions:
-            out = np.zeros(probs.shape[1:], dtype=self.dtype)
-            for channel, value in enumerate(self.paint):
-                out[(probs[channel] > 0.5).numpy()] = value
-            return out
-        from leanseg.inference import argmax_channels
-
-        return self.lut.astype(self.dtype)[argmax_channels(probs)]
-
-    @property
-    def background(self) -> list[float]:
-        """The probabilities of a voxel that holds nothing: no region, or the class whose label value is 0."""
-        fill = [0.0] * (len(self.regions) or len(self.lut))
-        if not self.regions:
-            fill[int(np.flatnonzero(self.lut == 0)[0]) if (self.lut == 0).any() else 0] = 1.0
-        return fill
-
-
-def normalizer(meta: dict, stats_from: np.ndarray | None = None):
-    """The checkpoint's intensity normalisation as a MONAI transform (None for "none").
-
-    ``stats_from``: for streamed cubes, a sample whose mean/std stand for the whole volume's.
-    """
-    from monai.transforms import NormalizeIntensity
-
-    spec = meta.get("normalization") or "none"
-    spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
-    kind, nonzero = spec.get("kind", "none"), bool(spec.get("nonzero", False))
-    if kind == "none":
-        return None
-    if kind == "fixed":
-        return NormalizeIntensity(subtrahend=spec["mean"], divisor=spec["std"], channel_wise=True)
-    if kind != "zscore":
-        raise LeanSegError(f"checkpoint normalization {kind!r} is unknown (none, zscore, fixed)")
-    if stats_from is None:
-        return NormalizeIntensity(nonzero=nonzero, channel_wise=True)
-    mean, std = [], []
-    for channel in stats_from:
-        values = channel[channel != 0] if nonzero else channel.ravel()
-        mean.append(float(values.mean()) if values.size else 0.0)
-        std.append(float(values.std()) or 1.0 if values.size else 1.0)
-    return NormalizeIntensity(subtrahend=mean, divisor=std, nonzero=nonzero, channel_wise=True)
-
-
 def _apply(norm, array: np.ndarray) -> np.ndarray:
     return array if norm is None else np.asarray(norm(array), dtype=np.float32)
+
+
+def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
+    """(network, meta) from a checkpoint path or a (network, meta) pair whose meta is a CheckpointMeta or its JSON."""
+    from leanseg.checkpoint import load_model
+
+    if isinstance(model, str | os.PathLike):
+        return load_model(model)
+    if not isinstance(model, tuple | list) or len(model) != 2:
+        raise LeanSegError("model must be a checkpoint path or a (model, meta) pair as leanseg.load_model returns")
+    net, meta = model
+    return net, meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_json(meta, source="model meta")
 
 
 def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
@@ -142,7 +77,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         inputs: a NIfTI file (3D, or 4D with channels last), several NIfTI files (one per channel, in the
             checkpoint's channel order), a case folder (files found by the checkpoint's channel names), a SEG-Y
             cube or a 2D image.
-        model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair.
+        model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
+            returns it.
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
@@ -157,80 +93,126 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
             BraTS, where the brain fills about a third of the grid).
         precision: "fp32" (default) or "bf16" (``leanseg.nn.precision.prepare``); probabilities stay float32.
     """
-    from leanseg.checkpoint import load_model
-    from leanseg.inference import nonzero_box, paste
+    from leanseg.inference import check_options, check_window, nonzero_box, paste
     from leanseg.nn.precision import prepare
 
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
-    net, meta = load_model(model) if isinstance(model, str | os.PathLike) else model
+    check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
+    net, meta = _checkpoint(model)
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])
     kind = kind_of(inputs[0])
-    sources = list(inputs)
+    _check_output_kind(output, kind)
+    if meta.spatial_dims is not None:
+        check_window(window_for(meta, window, meta.spatial_dims))
+    sources: list[Path] = [Path(p) for p in inputs]
     if kind == "folder":
-        sources = find_case_files(inputs[0], meta.get("channels") or [])
+        sources = find_case_files(inputs[0], meta.channels)
+    elif kind == "nifti" and len(sources) > 1:
+        sources = _in_channel_order(sources, meta.channels)
     outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
+    read = sources + ([Path(model)] if isinstance(model, str | os.PathLike) else [])  # the checkpoint is read too
     for out in outputs:
-        check_output(out, sources)
-    kwargs = meta.get("model_kwargs", {})
-    in_channels, out_channels = kwargs.get("in_channels"), kwargs.get("out_channels")
-    decoder = Decoder(meta, out_channels)
-    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=decoder.activation, device=dev,
+        check_output(out, read)
+    labels = meta.label_manager
+    in_channels = meta.in_channels
+    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
                    amp=amp)
     net = prepare(net.to(dev), precision)
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
-        _predict_segy(inputs[0], net, meta, decoder, outputs, window, (slab, halo), in_channels, options, progress)
+        _predict_segy(Path(inputs[0]), net, meta, outputs, window, (slab, halo), options, progress)
         return output
     array, geometry = read_volume(sources)
     where = ", ".join(str(p) for p in sources)
     if in_channels is not None and array.shape[0] != in_channels:
         raise LeanSegError(f"{where}: {array.shape[0]} channel(s) but the checkpoint expects {in_channels}"
-                           f" ({', '.join(meta.get('channels') or [])})")
-    if kwargs.get("spatial_dims", array.ndim - 1) != array.ndim - 1:
-        raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {kwargs['spatial_dims']}D model")
+                           f" ({', '.join(meta.channels)})")
+    if meta.spatial_dims not in (None, array.ndim - 1):
+        raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
     box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
-    inside = array if box is None else array[(slice(None), *box)]
-    probs = _predict_array(net, _apply(normalizer(meta), inside), meta, window, options, progress)
-    probs = probs if box is None else paste(probs, box, array.shape[1:], decoder.background)
-    labels = decoder(probs)
-    write_volume(output, labels, geometry)
+    inside = array if box is None else array[(slice(None),) + tuple(box)]
+    probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
+    probs = probs if box is None else paste(probs, box, array.shape[1:], labels.background)
+    label_map = labels.decode(probs)
+    write_volume(output, label_map, geometry)
     if probabilities:
         write_volume(outputs[1], probs.numpy(), geometry)
     if preview:
-        slices = OrthoSlices(labels.shape)
-        slices.add(0, array[0], labels)
+        slices = OrthoSlices(label_map.shape)
+        slices.add(0, array[0], label_map)
         slices.save(outputs[-1])
     return output
 
 
-def _crops_by_default(meta: dict) -> bool:
-    spec = meta.get("normalization")
-    return isinstance(spec, dict) and spec.get("kind") == "zscore" and bool(spec.get("nonzero"))
+_OUTPUT_KINDS = {"nifti": ("nifti", "npy"), "folder": ("nifti", "npy"), "segy": ("segy", "npy", "nifti"),
+                 "image": ("image", "npy", "nifti")}
 
 
-def _window(meta: dict, window, ndim: int):
-    window = window or meta.get("window") or 128
-    return (window,) * ndim if isinstance(window, int) else tuple(window)
+def _check_output_kind(output: Path, kind: str) -> None:
+    """Refuse, before any work, an output format that cannot hold a prediction of this kind of input."""
+    out_kind = kind_of(output)
+    if out_kind not in _OUTPUT_KINDS.get(kind, ()):
+        names = {"nifti": ".nii.gz", "npy": ".npy", "segy": ".sgy", "image": ".png"}
+        allowed = ", ".join(names[k] for k in _OUTPUT_KINDS.get(kind, ()))
+        raise LeanSegError(f"{output}: a prediction of a {kind} input is written as {allowed}")
 
 
-def _predict_array(net, array: np.ndarray, meta: dict, window, options: dict, progress: bool):
+def _in_channel_order(files: list[Path], channels: Sequence[str]) -> list[Path]:
+    """Channel files in the checkpoint's order when their names say which channel each is (t1c, flair, ...).
+
+    Listed in another order, they are reordered with a note; names that identify no channel (or two) keep the
+    order given, as the user's statement of it.
+    """
+    from leanseg.io import channel_of
+
+    if not channels or len(files) != len(channels):
+        return files
+    named = [channel_of(f, channels) for f in files]
+    if None in named or len(set(named)) != len(named):
+        return files
+    ordered = [files[named.index(c)] for c in channels]
+    if ordered != files:
+        warnings.warn(f"channel files reordered by their names to the checkpoint's order {', '.join(channels)}: "
+                      f"{', '.join(p.name for p in ordered)}", LeanSegWarning, stacklevel=3)
+    return ordered
+
+
+def _finite(slab: np.ndarray, path: Path, first: int) -> np.ndarray:
+    """``slab`` (inlines from index ``first``), or a one-line error where it holds NaN or infinite samples."""
+    if not np.isfinite(slab).all():
+        bad = np.argwhere(~np.isfinite(slab))[0]
+        raise LeanSegError(f"{path}: NaN or infinite sample at inline index {first + int(bad[0])}, crossline index "
+                           f"{int(bad[1])}, sample {int(bad[2])}; fix or mute it before predicting")
+    return slab
+
+
+def _crops_by_default(meta: CheckpointMeta) -> bool:
+    return meta.normalization.kind == "zscore" and meta.normalization.nonzero
+
+
+def window_for(meta: CheckpointMeta, window, ndim: int) -> tuple[int, ...]:
+    """The window asked for, else the one the checkpoint was trained with, else 128 per axis."""
+    return parse_window(window or meta.window or 128, ndim)
+
+
+def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options: dict, progress: bool):
     import torch
 
     from leanseg.inference import sliding_window_predict
 
     x = torch.from_numpy(array)[None]
-    return sliding_window_predict(net, x, _window(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    return sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
 
 
-def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[Path], window, slab_halo,
-                  in_channels: int | None, options: dict, progress: bool) -> None:
+def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
+                  progress: bool) -> None:
     """Stream a SEG-Y cube: read inline slabs lazily, write labels (and probabilities) slab by slab."""
-    from leanseg.inference import predict_streaming
+    from leanseg.inference import check_window_count, predict_streaming
 
     output = outputs[0]
     kind = kind_of(output)
@@ -238,12 +220,16 @@ def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[P
         raise LeanSegError(f"{output}: a SEG-Y prediction is written as .sgy, .npy or NIfTI")
     with SegyReader(path) as reader, ExitStack() as stack:
         geometry = reader.geometry
-        if in_channels not in (None, 1):
-            raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {in_channels}")
+        check_window_count(geometry.shape, window_for(meta, window, 3), options["overlap"])
+        if meta.in_channels not in (None, 1):
+            raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {meta.in_channels}")
+        decoder = meta.label_manager
         # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
         picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
-        norm = normalizer(meta, stats_from=np.stack([reader.read(i, i + 1)[0] for i in picks])[None])
+        sample = np.stack([_finite(reader.read(i, i + 1), path, i)[0] for i in picks])[None]
+        norm = meta.normalization.transform(stats_from=sample)
         live = geometry.live
+        labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
         if kind == "segy":
             labels_out = stack.enter_context(SegyWriter(stack.enter_context(atomic_path(output)), geometry))
         elif kind == "npy":
@@ -254,16 +240,16 @@ def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[P
             labels_out = np.zeros(geometry.shape, dtype=decoder.dtype)
         probs_out = None
         if len(outputs) > 1 and outputs[1].name.endswith("_probs.npy"):
-            shape = (meta["model_kwargs"]["out_channels"], *geometry.shape)
+            shape = (decoder.num_outputs, *geometry.shape)
             probs_out = np.lib.format.open_memmap(stack.enter_context(atomic_path(outputs[1])), "w+", np.float32, shape)
             stack.callback(probs_out.flush)
         slices = OrthoSlices(geometry.shape) if outputs[-1].name.endswith("_preview.png") else None
 
         def read(lo, hi):
-            return _apply(norm, reader.read(lo, hi)[None])
+            return _apply(norm, _finite(reader.read(lo, hi), path, lo)[None])
 
         def write(start, probs):
-            labels = decoder(probs)
+            labels = decoder.decode(probs)
             stop = start + len(labels)
             labels[~live[start:stop]] = 0
             if kind == "segy":
@@ -275,8 +261,8 @@ def _predict_segy(path: Path, net, meta: dict, decoder: Decoder, outputs: list[P
             if slices is not None:
                 slices.add(start, reader.read(start, stop), labels)
 
-        predict_streaming(net, read, reader.shape[0], write, _window(meta, window, 3), *slab_halo, progress=progress,
-                          **options)
+        predict_streaming(net, read, reader.shape[0], write, window_for(meta, window, 3), slab=slab_halo[0],
+                          halo=slab_halo[1], progress=progress, **options)
     if kind == "nifti":
         write_nifti(output, labels_out, None, geometry.spacing)
     if slices is not None:

@@ -38,7 +38,7 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], cells: int = 
     return big[tuple(slice(max(1, s // cells), max(1, s // cells) + s) for s in shape)]
 
 
-def _grid(shape: tuple[int, ...]) -> list[np.ndarray]:
+def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, ...]:
     return np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij", sparse=True)
 
 

@@ -1,42 +1,14 @@
-"""Tasks: one module per task (data discovery, labels, transforms, loss, metrics, defaults).
+"""leanseg's built-in tasks, one module each (data discovery, labels, transforms, loss, defaults).
 
-This file is a plain data registry and imports no torch, so ``leanseg --help`` and ``leanseg train --help``
-stay instant and the CLI's task choices come from the same table the code uses. ``get_task`` imports the
-task module only when it is asked for.
+``TASKS`` is what the ``leanseg.tasks`` entry point of pyproject.toml names: a torch-free table from task name to
+its ``leanseg.tasks.Task`` subclass and a one-line description, so ``leanseg --help`` lists the tasks without
+importing any of them. leanseg finds tasks only through that entry point (``leanseg.tasks.get_task``); it never
+imports this package.
 """
 
-from __future__ import annotations
-
-import difflib
-from importlib import import_module
-from types import ModuleType
-
-from leanseg.errors import LeanSegError
-
-# name -> (module, one-line description)
 TASKS: dict[str, tuple[str, str]] = {
-    "brats": ("pipelines.brats", "brain tumour MRI (BraTS 2020/2021/2023, MSD Task01): WT/TC/ET regions"),
-    "faults": ("pipelines.faults", "binary fault segmentation of 3D seismic cubes (FaultSeg3D-style)"),
-    "seg2d": ("pipelines.seg2d", "2D segmentation from a folder of images and masks with matching names"),
-    "cifar": ("pipelines.cifar", "CIFAR-10/100 classification with the paper's LeanResNet"),
+    "brats": ("pipelines.brats:BratsTask", "brain tumour MRI (BraTS 2020/2021/2023, MSD Task01): WT/TC/ET regions"),
+    "faults": ("pipelines.faults:FaultsTask", "binary fault segmentation of 3D seismic cubes (FaultSeg3D-style)"),
+    "seg2d": ("pipelines.seg2d:Seg2dTask", "2D segmentation from a folder of images and masks with matching names"),
+    "cifar": ("pipelines.cifar:CifarTask", "CIFAR-10/100 classification with the paper's LeanResNet"),
 }
-
-
-def available() -> list[str]:
-    """Task names, sorted."""
-    return sorted(TASKS)
-
-
-def describe() -> dict[str, str]:
-    """Task name -> one-line description, without importing any task module."""
-    return {name: desc for name, (_, desc) in sorted(TASKS.items())}
-
-
-def get_task(name: str) -> ModuleType:
-    """Import and return the module of task ``name``; an unknown name gets a 'did you mean' error."""
-    entry = TASKS.get(name)
-    if entry is None:
-        close = difflib.get_close_matches(name, TASKS, n=2)
-        hint = f"did you mean {' or '.join(close)}?" if close else f"available: {', '.join(available())}"
-        raise LeanSegError(f"unknown task {name!r}; {hint}")
-    return import_module(entry[0])

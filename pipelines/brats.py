@@ -16,43 +16,37 @@ from pathlib import Path
 import numpy as np
 
 from leanseg.errors import LeanSegError
-from pipelines._common import (
-    DiceBCELoss,
-    TaskConfig,
-    batch_score,  # noqa: F401  (part of the task's interface)
-    build_model,
-    check_labels,
-    missing_error,
-    read_nifti,
-    seeded_cases,
-    synthetic_window,  # noqa: F401  (part of the task's interface)
-)
-from pipelines._common import (
-    evaluate_cases as evaluate,  # noqa: F401  (part of the task's interface)
-)
+from leanseg.io import read_nifti
+from leanseg.labels import check_label_values
+from leanseg.tasks import Task, TaskConfig
+from pipelines._common import dice_bce_loss, missing_error, seeded_cases
 
 CHANNELS = ("t1", "t1ce", "t2", "flair")
-REGIONS = ("WT", "TC", "ET")
+# Regions in the BraTS 2015/2021 numbering (1 necrosis / non-enhancing core, 2 edema, 3 non-enhancing tumour (2015
+# only), 4 enhancing), largest first: predict paints them back as labels (ET -> 4, TC - ET -> 1, WT - TC -> 2).
+REGIONS = {"WT": (1, 2, 3, 4), "TC": (1, 3, 4), "ET": (4,)}
 
 
 @dataclass(frozen=True)
 class Convention:
     modalities: tuple[str, ...]  # file suffixes in CHANNELS order
-    labels: frozenset[int]
-    regions: dict  # region -> label values it is made of
+    labels: frozenset[int]  # the values its label files may hold
+    to_brats: dict  # its label values -> the BraTS 2015/2021 numbering that REGIONS is written in
 
-    def to_regions(self, label: np.ndarray) -> np.ndarray:
-        """(D, H, W) labels -> (3, D, H, W) uint8 WT/TC/ET masks. MONAI's ConvertToMultiChannelBasedOnBratsClasses
-        knows only the 2021 numbering (and orders TC, WT, ET), so the lookup is done here for every convention."""
-        return np.stack([np.isin(label, self.regions[r]) for r in REGIONS]).astype(np.uint8)
+    def canonical(self, label: np.ndarray, where) -> np.ndarray:
+        """Its label map in the numbering REGIONS uses, or a one-line error for values outside the convention."""
+        check_label_values(label, self.labels, where, "this convention's")
+        out = label.astype(np.int64)
+        for value, brats in self.to_brats.items():
+            out[label == value] = brats
+        return out
 
 
 CONVENTIONS = {
-    "brats2021": Convention(CHANNELS, frozenset({0, 1, 2, 4}), {"WT": (1, 2, 4), "TC": (1, 4), "ET": (4,)}),
-    "brats2023": Convention(("t1n", "t1c", "t2w", "t2f"), frozenset({0, 1, 2, 3}),
-                            {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}),
-    "msd": Convention(("T1w", "t1gd", "T2w", "FLAIR"), frozenset({0, 1, 2, 3}),
-                      {"WT": (1, 2, 3), "TC": (2, 3), "ET": (3,)}),
+    "brats2021": Convention(CHANNELS, frozenset({0, 1, 2, 4}), {}),
+    "brats2023": Convention(("t1n", "t1c", "t2w", "t2f"), frozenset({0, 1, 2, 3}), {3: 4}),
+    # MSD: 1 edema, 2 non-enhancing tumour, 3 enhancing
+    "msd": Convention(("T1w", "t1gd", "T2w", "FLAIR"), frozenset({0, 1, 2, 3}), {1: 2, 2: 3, 3: 4}),
 }
 _FILE = re.compile(r"^(?P<case>.+)[_-](?P<mod>t1|t1ce|t2|flair|t1n|t1c|t2w|t2f|seg)\.nii(\.gz)?$")
 _LAYOUTS = ("BraTS2021_*/*_{t1,t1ce,t2,flair,seg}.nii.gz, BraTS-GLI-*/*-{t1n,t1c,t2w,t2f,seg}.nii.gz "
@@ -60,16 +54,18 @@ _LAYOUTS = ("BraTS2021_*/*_{t1,t1ce,t2,flair,seg}.nii.gz, BraTS-GLI-*/*-{t1n,t1c
 
 
 @dataclass
-class Config(TaskConfig):
+class BratsConfig(TaskConfig):
     channels: tuple[str, ...] = CHANNELS
-    classes: tuple[str, ...] = REGIONS
-    sigmoid: bool = True  # the regions nest (ET in TC in WT): one sigmoid each, as the BraTS winners do
+    # the regions nest (ET in TC in WT): one sigmoid each, as the BraTS winners do
+    regions: dict = field(default_factory=lambda: dict(REGIONS))
     window: tuple[int, ...] = (128, 128, 128)  # the usual BraTS patch: covers most tumours whole
     batch_size: int = 2  # 2 x 4 x 128^3 fits 8 GB with AMP on the widths below
     samples_per_case: int = 2
     epochs: int = 300
     lr: float = 2e-3  # AdamW; lean layers have few weights per channel and tolerate a larger step than 1e-4
     model_kwargs: dict = field(default_factory=lambda: {"features": (32, 64, 128, 256, 320)})  # nnU-Net widths
+    # z-score inside the brain (BraTS is skull-stripped: the background is exactly 0 and stays 0)
+    normalization: object = field(default_factory=lambda: {"kind": "zscore", "nonzero": True})
 
 
 def discover(root: str | Path) -> list[dict]:
@@ -124,84 +120,73 @@ def _discover_msd(root: Path) -> list[dict]:
              "convention": "msd", "order": order} for p in images]
 
 
-def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
-    """``n`` cases of leanseg.synthetic.brats_phantom, case i seeded by (seed, i)."""
-    from leanseg.synthetic import brats_phantom
-
-    return seeded_cases(brats_phantom, n, seed, cfg.synthetic_size, "phantom", convention="brats2021")
-
-
 class LoadCase:
-    """A case dict -> {"image": (4, D, H, W) float32 in CHANNELS order, "label": (3, D, H, W) WT/TC/ET masks}."""
+    """A case dict -> {"image": (4, D, H, W) float32 in CHANNELS order, "label": (3, D, H, W) WT/TC/ET masks}.
+
+    Files are read by leanseg.io (RAS order, one grid for all modalities, as predict reads them); every
+    convention's labels are mapped to the numbering of REGIONS, then encoded by the task's label manager."""
+
+    def __init__(self, manager):
+        self.manager = manager
 
     def __call__(self, case: dict) -> dict:
         conv = CONVENTIONS[case["convention"]]
         image, label = case["image"], case["label"]
+        where = case["label"] if isinstance(label, str) else case["id"]
         if not isinstance(image, np.ndarray):  # files
-            if case["convention"] == "msd":
-                image = np.moveaxis(read_nifti(Path(image[0])), -1, 0)[case["order"]]
-            else:
-                image = np.stack(_same_shape([read_nifti(Path(p)) for p in image], image))
-            label = check_labels(read_nifti(Path(label)), set(conv.labels), case["label"])
+            image, geometry = read_nifti(image)
+            if case["convention"] == "msd":  # one 4D file, modalities in the order dataset.json gives
+                image = image[case["order"]]
+            label, _ = read_nifti(label)
+            label = label[0]
             if label.shape != image.shape[1:]:
-                raise LeanSegError(f"{case['label']}: shape {label.shape} differs from the images' {image.shape[1:]}")
-        else:
-            label = check_labels(label, set(conv.labels), case["id"])
-        return {"id": case["id"], "image": image.astype(np.float32), "label": conv.to_regions(label)}
+                raise LeanSegError(f"{where}: shape {label.shape} differs from the images' {image.shape[1:]}")
+        return {"id": case["id"], "image": image.astype(np.float32),
+                "label": self.manager.encode(conv.canonical(label, where), where)}
 
 
-def _same_shape(arrays: list[np.ndarray], paths: list[str]) -> list[np.ndarray]:
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:
-        listing = ", ".join(f"{Path(p).name} {a.shape}" for p, a in zip(paths, arrays, strict=True))
-        raise LeanSegError(f"modalities of one case differ in shape: {listing}")
-    return arrays
+class BratsTask(Task):
+    name = "brats"
+    Config = BratsConfig
+    config: BratsConfig
+
+    def discover(self, root: str | Path) -> list[dict]:
+        return discover(root)
+
+    def synthetic(self, n: int, seed: int) -> list[dict]:
+        """``n`` cases of leanseg.synthetic.brats_phantom, case i seeded by (seed, i)."""
+        from leanseg.synthetic import brats_phantom
+
+        return seeded_cases(brats_phantom, n, seed, self.config.synthetic_size, "phantom", convention="brats2021")
+
+    def transforms(self, train: bool):
+        """Load, crop to the brain, z-score inside it per channel; for training, foreground-oversampled patches,
+        flips on every axis and intensity scale/shift."""
+        from monai import transforms as T
+
+        cfg = self.config
+        keys = ["image", "label"]
+        steps = [
+            LoadCase(self.label_manager),
+            T.CropForegroundd(keys, source_key="image", select_fn=_nonzero, allow_smaller=True),
+            self.normalize_transform(),
+        ]
+        if train:
+            steps += [
+                T.SpatialPadd(keys, spatial_size=cfg.window),
+                # 2 of 3 patches centred on tumour: it fills ~1% of a BraTS brain and would rarely be seen otherwise
+                T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=cfg.window, pos=2, neg=1,
+                                         num_samples=cfg.samples_per_case),
+                *[T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(3)],
+                T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+                T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            ]
+        steps.append(T.EnsureTyped(keys, track_meta=False))
+        return T.Compose(steps)
+
+    def loss(self):
+        return dice_bce_loss()
 
 
 def _nonzero(x):
     return x != 0  # BraTS is skull-stripped: the brain is wherever some modality is non-zero
-
-
-def transforms(cfg: Config, train: bool):
-    """Load, crop to the brain, z-score inside it per channel; for training, foreground-oversampled patches,
-    flips on every axis and intensity scale/shift."""
-    from monai import transforms as T
-
-    keys = ["image", "label"]
-    steps = [
-        LoadCase(),
-        T.CropForegroundd(keys, source_key="image", select_fn=_nonzero, allow_smaller=True),
-        T.NormalizeIntensityd("image", nonzero=True, channel_wise=True),
-    ]
-    if train:
-        steps += [
-            T.SpatialPadd(keys, spatial_size=cfg.window),
-            # 2 of 3 patches centred on tumour: it fills ~1% of a BraTS brain and would rarely be seen otherwise
-            T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=cfg.window, pos=2, neg=1,
-                                     num_samples=cfg.samples_per_case),
-            *[T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(3)],
-            T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-        ]
-    steps.append(T.EnsureTyped(keys, track_meta=False))
-    return T.Compose(steps)
-
-
-def loss(cfg: Config):
-    return DiceBCELoss()
-
-
-def model(cfg: Config, name: str | None = None, **overrides):
-    return build_model(cfg, name, **overrides)
-
-
-def checkpoint_meta(cfg: Config) -> dict:
-    """What `leanseg predict` needs to prepare a case and turn the region outputs back into BraTS 2021 labels."""
-    return {
-        "task": "brats",
-        "channels": list(CHANNELS),
-        # nested, largest first: predict turns them back into labels (ET -> 4, TC - ET -> 1, WT - TC -> 2)
-        "regions": {r: list(CONVENTIONS["brats2021"].regions[r]) for r in REGIONS},
-        "normalization": {"kind": "zscore", "nonzero": True},
-        "window": list(cfg.window),
-    }

@@ -8,16 +8,16 @@ The official test split is the validation set.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from leanseg.errors import LeanSegError
+from leanseg.tasks import Task, TaskConfig
 
 # the only globals a CIFAR batch needs: numpy's array reconstruction (under its numpy 1 and numpy 2 module names)
 _ALLOWED = {
@@ -47,21 +47,22 @@ def load_batch(path: Path) -> dict:
 
 
 @dataclass
-class Config:
+class CifarConfig(TaskConfig):
     spatial_dims: int = 2
     channels: tuple[str, ...] = ("red", "green", "blue")
-    classes: tuple[str, ...] = tuple(f"class_{i}" for i in range(10))  # names from batches.meta when present
+    # classes {name: index}; names from batches.meta are not needed to train, CIFAR-100 is detected from the labels
+    labels: dict = field(default_factory=lambda: {f"class_{i}": i for i in range(10)})
     epochs: int = 200  # the paper's schedule length for CIFAR
     batch_size: int = 128
     val_batch_size: int = 500
     lr: float = 2e-3
     weight_decay: float = 5e-4  # CIFAR ResNets overfit without it
-    schedule: str = "cosine"
     model: str = "lean_resnet"
-    model_kwargs: dict = field(default_factory=lambda: {"config": "A"})  # the paper's CIFAR-10 net; C for 100
+    model_kwargs: dict = field(default_factory=lambda: {"variant": "A"})  # the paper's CIFAR-10 net; C for 100
     val_fraction: float = 0.2  # synthetic data only; real CIFAR uses its test split
     window: tuple[int, ...] = (32, 32)
     synthetic_size: int = 32
+    normalization: object = field(default_factory=lambda: {"kind": "fixed", "mean": list(MEAN), "std": list(STD)})
 
 
 def discover(root: str | Path) -> list[dict]:
@@ -91,71 +92,66 @@ def discover(root: str | Path) -> list[dict]:
     return cases
 
 
-def configure(cfg: Config, cases: list[dict]) -> Config:
-    import dataclasses
-
-    n = max(c["label"] for c in cases) + 1
-    if n > len(cfg.classes):
-        cfg = dataclasses.replace(cfg, classes=tuple(f"class_{i}" for i in range(100 if n > 10 else 10)))
-    return cfg
-
-
-def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
-    from leanseg.synthetic import cifar_like
-
-    images, labels = cifar_like(np.random.default_rng(seed), n, len(cfg.classes))
-    return [{"image": img.transpose(2, 0, 1), "label": int(lab)} for img, lab in zip(images, labels, strict=True)]
-
-
 class _ToFloat:
     def __call__(self, case: dict) -> dict:
-        image = case["image"].astype(np.float32) / 255
-        image = (image - np.array(MEAN, np.float32)[:, None, None]) / np.array(STD, np.float32)[:, None, None]
-        return {"image": image, "label": case["label"]}
+        return {"image": case["image"].astype(np.float32) / 255, "label": case["label"]}
 
 
-def transforms(cfg: Config, train: bool):
-    """Scale to [0, 1], normalise by the CIFAR statistics; for training, the standard 4-pixel pad + random crop
-    and horizontal flip."""
-    from monai import transforms as T
+class CifarTask(Task):
+    name = "cifar"
+    Config = CifarConfig
+    config: CifarConfig
 
-    steps = [_ToFloat()]
-    if train:
-        steps += [T.BorderPadd("image", spatial_border=4), T.RandSpatialCropd("image", roi_size=(32, 32)),
-                  T.RandFlipd("image", prob=0.5, spatial_axis=1)]
-    steps.append(T.EnsureTyped("image", track_meta=False))
-    return T.Compose(steps)
+    def discover(self, root: str | Path) -> list[dict]:
+        return discover(root)
 
+    def configure(self, cases: list[dict]) -> None:
+        n = max(c["label"] for c in cases) + 1
+        if n > len(self.config.labels):
+            k = 100 if n > 10 else 10
+            self.config = dataclasses.replace(self.config, labels={f"class_{i}": i for i in range(k)})
 
-def loss(cfg: Config):
-    return nn.CrossEntropyLoss()
+    def synthetic(self, n: int, seed: int) -> list[dict]:
+        from leanseg.synthetic import cifar_like
 
+        images, labels = cifar_like(np.random.default_rng(seed), n, len(self.config.labels))
+        return [{"image": img.transpose(2, 0, 1), "label": int(lab)} for img, lab in zip(images, labels, strict=True)]
 
-def model(cfg: Config, name: str | None = None, **overrides):
-    from leanseg.models import create
+    def transforms(self, train: bool):
+        """Scale to [0, 1], normalise by the CIFAR statistics; for training, the standard 4-pixel pad + random crop
+        and horizontal flip."""
+        from monai import transforms as T
 
-    kwargs = (dict(cfg.model_kwargs) if name in (None, cfg.model) else {}) | overrides
-    kwargs = {"num_classes": len(cfg.classes), "spatial_dims": 2, "in_channels": 3} | kwargs
-    net = create(name or cfg.model, **kwargs)
-    net.leanseg_spec = (name or cfg.model, kwargs)
-    return net
+        steps = [_ToFloat(), self.normalize_transform()]
+        if train:
+            steps += [T.BorderPadd("image", spatial_border=4), T.RandSpatialCropd("image", roi_size=(32, 32)),
+                      T.RandFlipd("image", prob=0.5, spatial_axis=1)]
+        steps.append(T.EnsureTyped("image", track_meta=False))
+        return T.Compose(steps)
 
+    def loss(self):
+        from torch import nn
 
-def batch_score(logits: torch.Tensor, target: torch.Tensor, cfg: Config) -> dict[str, float]:
-    return {"acc": float((logits.argmax(1) == target).float().mean())}
+        return nn.CrossEntropyLoss()
 
+    def model(self, name: str | None = None, **overrides):
+        from leanseg.models import create
 
-@torch.no_grad()
-def evaluate(net: nn.Module, loader, cfg: Config, device: torch.device) -> dict[str, float]:
-    correct = total = 0
-    for batch in loader:
-        pred = net(batch["image"].to(device)).argmax(1).cpu()
-        correct += int((pred == batch["label"]).sum())
-        total += len(pred)
-    return {"accuracy": correct / max(1, total)}
+        cfg = self.config
+        kwargs = (dict(cfg.model_kwargs) if name in (None, cfg.model) else {}) | overrides
+        kwargs = {"num_classes": len(cfg.labels), "spatial_dims": 2, "in_channels": 3} | kwargs
+        return create(name or cfg.model, **kwargs)
 
+    def batch_score(self, logits, target) -> dict[str, float]:
+        return {"acc": float((logits.argmax(1) == target).float().mean())}
 
-def checkpoint_meta(cfg: Config) -> dict:
-    return {"task": "cifar", "channels": list(cfg.channels),
-            "labels": {name: i for i, name in enumerate(cfg.classes)},
-            "normalization": {"kind": "fixed", "mean": list(MEAN), "std": list(STD)}, "window": list(cfg.window)}
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        import torch
+
+        correct = total = 0
+        with torch.no_grad():
+            for batch in loader:
+                pred = model(batch["image"].to(device)).argmax(1).cpu()
+                correct += int((pred == batch["label"]).sum())
+                total += len(pred)
+        return {"accuracy": correct / max(1, total)}

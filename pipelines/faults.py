@@ -12,30 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from leanseg.errors import LeanSegError
-from pipelines._common import (
-    DiceBCELoss,
-    TaskConfig,
-    batch_score,  # noqa: F401  (part of the task's interface)
-    build_model,
-    check_labels,
-    missing_error,
-    read_nifti,
-    seeded_cases,
-    synthetic_window,  # noqa: F401  (part of the task's interface)
-)
-from pipelines._common import evaluate_cases as evaluate  # noqa: F401  (part of the task's interface)
-
-_SUFFIXES = (".dat", ".npy", ".nii", ".nii.gz")
+from leanseg.io import stem
+from leanseg.io.cube import CUBE_SUFFIXES, read_cube
+from leanseg.tasks import Task, TaskConfig
+from pipelines._common import missing_error, seeded_cases
 
 
 @dataclass
-class Config(TaskConfig):
+class FaultsConfig(TaskConfig):
     channels: tuple[str, ...] = ("amplitude",)
-    classes: tuple[str, ...] = ("fault",)
+    regions: dict = field(default_factory=lambda: {"fault": (1,)})  # one sigmoid: fault or not
     window: tuple[int, ...] = (128, 128, 128)  # FaultSeg3D's cube size: every training cube is one window
     batch_size: int = 2
     samples_per_case: int = 1
@@ -43,104 +31,93 @@ class Config(TaskConfig):
     lr: float = 2e-3
     model_kwargs: dict = field(default_factory=lambda: {"features": (16, 32, 64, 128)})  # one input channel
     hd95: bool = False  # thin sheets: HD95 is dominated by a few stray voxels and says little here
-
-
-def _stem(path: Path) -> str:
-    return path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+    normalization: object = "zscore"  # per cube: amplitudes vary by survey and gain
 
 
 def discover(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise LeanSegError(f"{root}: not a folder")
-    seis = {_stem(p): p for p in sorted((root / "seis").glob("*")) if p.name.endswith(_SUFFIXES)}
+    seis = {stem(p): p for p in sorted((root / "seis").glob("*")) if p.name.endswith(CUBE_SUFFIXES)}
     if not seis:
         raise LeanSegError(f"{root}: no seismic cubes; expected seis/NAME.dat (or .npy, .nii.gz) and fault/NAME.*")
-    faults = {_stem(p): p for p in sorted((root / "fault").glob("*")) if p.name.endswith(_SUFFIXES)}
+    faults = {stem(p): p for p in sorted((root / "fault").glob("*")) if p.name.endswith(CUBE_SUFFIXES)}
     missing = [f"fault/{name}{''.join(p.suffixes)}" for name, p in seis.items() if name not in faults]
     if missing:
         raise missing_error("label cubes", root, missing)
     return [{"id": name, "image": str(p), "label": str(faults[name])} for name, p in seis.items()]
 
 
-def read_cube(path: Path) -> np.ndarray:
-    if path.suffix == ".dat":  # FaultSeg3D: headerless float32 cubes
-        n = round((path.stat().st_size / 4) ** (1 / 3))
-        if n**3 * 4 != path.stat().st_size:
-            raise LeanSegError(f"{path}: {path.stat().st_size} bytes is not a float32 cube")
-        return np.fromfile(path, "<f4").reshape(n, n, n)
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    return read_nifti(path)
-
-
-def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
-    """``n`` cases of leanseg.synthetic.seismic_faults, case i seeded by (seed, i)."""
-    from leanseg.synthetic import seismic_faults
-
-    return seeded_cases(seismic_faults, n, seed, cfg.synthetic_size, "faults")
-
-
-
-
 class LoadCase:
+    def __init__(self, manager):
+        self.manager = manager
+
     def __call__(self, case: dict) -> dict:
         image, label = case["image"], case["label"]
+        where = label if isinstance(label, str) else case["id"]
         if not isinstance(image, np.ndarray):
             image = read_cube(Path(image))[None]
             label = read_cube(Path(label))
             if label.shape != image.shape[1:]:
-                raise LeanSegError(f"{case['label']}: shape {label.shape} differs from the cube's {image.shape[1:]}")
-        label = check_labels(np.asarray(label), {0, 1}, case["label"] if isinstance(case["label"], str)
-                             else case["id"])
-        return {"id": case["id"], "image": image.astype(np.float32), "label": label[None].astype(np.uint8)}
+                raise LeanSegError(f"{where}: shape {label.shape} differs from the cube's {image.shape[1:]}")
+        return {"id": case["id"], "image": image.astype(np.float32), "label": self.manager.encode(label, where)}
 
 
-def transforms(cfg: Config, train: bool):
-    """Per-cube z-score (amplitudes vary by survey and gain); for training, random windows, flips and quarter
-    turns about the time axis only: turning time upside down would invert the geology."""
-    from monai import transforms as T
-
-    keys = ["image", "label"]
-    steps = [LoadCase(), T.NormalizeIntensityd("image")]
-    if train:
-        steps += [
-            T.SpatialPadd(keys, spatial_size=cfg.window),
-            T.RandSpatialCropSamplesd(keys, roi_size=cfg.window, num_samples=cfg.samples_per_case,
-                                      random_size=False),
-            T.RandFlipd(keys, prob=0.5, spatial_axis=0),
-            T.RandFlipd(keys, prob=0.5, spatial_axis=1),
-            T.RandRotate90d(keys, prob=0.5, spatial_axes=(0, 1)),
-        ]
-    steps.append(T.EnsureTyped(keys, track_meta=False))
-    return T.Compose(steps)
-
-
-class BalancedLoss(nn.Module):
+def balanced_loss():
     """Class-balanced BCE (Wu et al.: faults weigh the fraction of non-fault voxels, and vice versa) plus Dice.
     The balance is taken per batch, as the fault fraction varies a lot between cubes; MONAI's BCE takes only a
     fixed pos_weight, hence these few lines."""
+    import torch
+    from monai.losses import DiceLoss
 
-    def __init__(self):
-        super().__init__()
-        self.dice = DiceBCELoss().dice
+    class BalancedLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dice = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = target.float()
-        beta = 1 - target.mean()  # fraction of non-fault voxels, ~0.9
-        weight = torch.where(target > 0, beta, 1 - beta) * 2  # x2: weights average ~1, like plain BCE
-        bce = nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight)
-        return bce + self.dice(logits, target)
+        def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            target = target.float()
+            beta = 1 - target.mean()  # fraction of non-fault voxels, ~0.9
+            weight = torch.where(target > 0, beta, 1 - beta) * 2  # x2: weights average ~1, like plain BCE
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, weight=weight)
+            return bce + self.dice(logits, target)
 
-
-def loss(cfg: Config):
     return BalancedLoss()
 
 
-def model(cfg: Config, name: str | None = None, **overrides):
-    return build_model(cfg, name, **overrides)
+class FaultsTask(Task):
+    name = "faults"
+    Config = FaultsConfig
+    config: FaultsConfig
 
+    def discover(self, root: str | Path) -> list[dict]:
+        return discover(root)
 
-def checkpoint_meta(cfg: Config) -> dict:
-    return {"task": "faults", "channels": list(cfg.channels), "regions": {"fault": [1]},
-            "normalization": {"kind": "zscore"}, "window": list(cfg.window)}
+    def synthetic(self, n: int, seed: int) -> list[dict]:
+        """``n`` cases of leanseg.synthetic.seismic_faults, case i seeded by (seed, i)."""
+        from leanseg.synthetic import seismic_faults
+
+        return seeded_cases(seismic_faults, n, seed, self.config.synthetic_size, "faults")
+
+    def transforms(self, train: bool):
+        """Per-cube z-score (amplitudes vary by survey and gain); for training, random windows, flips and quarter
+        turns about the time axis only: turning time upside down would invert the geology."""
+        from monai import transforms as T
+
+        cfg = self.config
+        keys = ["image", "label"]
+        steps = [LoadCase(self.label_manager), self.normalize_transform()]
+        if train:
+            steps += [
+                T.SpatialPadd(keys, spatial_size=cfg.window),
+                T.RandSpatialCropSamplesd(keys, roi_size=cfg.window, num_samples=cfg.samples_per_case,
+                                          random_size=False),
+                T.RandFlipd(keys, prob=0.5, spatial_axis=0),
+                T.RandFlipd(keys, prob=0.5, spatial_axis=1),
+                T.RandRotate90d(keys, prob=0.5, spatial_axes=(0, 1)),
+            ]
+        steps.append(T.EnsureTyped(keys, track_meta=False))
+        return T.Compose(steps)
+
+    def loss(self):
+        return balanced_loss()

@@ -2,7 +2,8 @@
 
 Layouts: ``images/`` + ``masks/``, or ``image/`` + ``label/`` (the ISBI 2012 EM copy in data/images2d). Every
 distinct mask value is a class, in increasing order: ISBI's 0 (membrane) and 255 (cell interior) become classes
-0 and 1, and the checkpoint's ``labels`` map them back. Colour images are turned to grey.
+0 and 1, and the checkpoint's ``labels`` map them back. Images are read by ``leanseg.io.read_image``, as predict
+reads them: grey images train a 1-channel model, colour images a 3-channel one.
 """
 
 from __future__ import annotations
@@ -14,34 +15,28 @@ from pathlib import Path
 import numpy as np
 
 from leanseg.errors import LeanSegError
-from pipelines._common import (
-    TaskConfig,
-    batch_score,  # noqa: F401  (part of the task's interface)
-    build_model,
-    missing_error,
-    seeded_cases,
-    softmax_dice_ce,
-    synthetic_window,  # noqa: F401  (part of the task's interface)
-)
-from pipelines._common import evaluate_cases as evaluate  # noqa: F401  (part of the task's interface)
+from leanseg.io import IMAGE_SUFFIXES, read_image
+from leanseg.tasks import Task, TaskConfig
+from pipelines._common import missing_error, seeded_cases, softmax_dice_ce
 
 _PAIRS = (("images", "masks"), ("image", "label"), ("images", "labels"), ("imgs", "masks"))
-_EXT = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+_COLOUR = ("red", "green", "blue")
 
 
 @dataclass
-class Config(TaskConfig):
+class Seg2dConfig(TaskConfig):
     spatial_dims: int = 2
-    channels: tuple[str, ...] = ("intensity",)
-    classes: tuple[str, ...] = ("background", "disc", "rectangle")  # the synthetic shapes; a folder sets its own
-    label_values: tuple[int, ...] = (0, 1, 2)  # mask value of each class
-    sigmoid: bool = False  # classes exclude each other: one softmax
+    channels: tuple[str, ...] = ("intensity",)  # a folder of colour images sets _COLOUR
+    # the synthetic shapes' classes; a folder sets its own from the mask values (one softmax: classes exclude
+    # each other)
+    labels: dict = field(default_factory=lambda: {"background": 0, "disc": 1, "rectangle": 2})
     window: tuple[int, ...] = (256, 256)  # half an ISBI slice: membranes need context of a few cells
     batch_size: int = 4
     samples_per_case: int = 4
     epochs: int = 100
     model_kwargs: dict = field(default_factory=lambda: {"features": (16, 32, 64, 128, 256)})
     synthetic_size: int = 96
+    normalization: object = "zscore"  # per image: EM and microscopy brightness varies from slice to slice
 
 
 def discover(root: str | Path) -> list[dict]:
@@ -53,102 +48,93 @@ def discover(root: str | Path) -> list[dict]:
             break
     else:
         raise LeanSegError(f"{root}: expected subfolders images/ and masks/ (or image/ and label/)")
-    images = {p.stem: p for p in sorted((root / img_dir).iterdir()) if p.suffix.lower() in _EXT}
-    masks = {p.stem: p for p in sorted((root / mask_dir).iterdir()) if p.suffix.lower() in _EXT}
+    images = {p.stem: p for p in sorted((root / img_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    masks = {p.stem: p for p in sorted((root / mask_dir).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     if not images:
-        raise LeanSegError(f"{root / img_dir}: no images ({', '.join(_EXT)})")
+        raise LeanSegError(f"{root / img_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     missing = [f"{mask_dir}/{name}.*" for name in images if name not in masks]
     if missing:
         raise missing_error("masks", root, missing)
     return [{"id": name, "image": str(p), "label": str(masks[name])} for name, p in images.items()]
 
 
-def _read(path: str, gray: bool) -> np.ndarray:
-    from skimage import io
-    from skimage.color import rgb2gray, rgba2rgb
-
-    try:
-        a = io.imread(path)
-    except Exception as err:
-        raise LeanSegError(f"{path}: cannot read as an image ({err})") from err
-    if a.ndim == 3 and gray:
-        a = rgb2gray(rgba2rgb(a) if a.shape[-1] == 4 else a[..., :3])
-    return a
-
-
-def configure(cfg: Config, cases: list[dict]) -> Config:
-    """Classes from the mask values found in a folder (synthetic cases keep the defaults)."""
-    if not cases or isinstance(cases[0]["label"], np.ndarray):
-        return cfg
-    values = sorted(set().union(*(np.unique(_read(c["label"], gray=True)).tolist() for c in cases)))
-    if len(values) < 2:
-        raise LeanSegError(f"masks hold a single value {values}: nothing to segment")
-    if len(values) > 32:
-        raise LeanSegError(f"masks hold {len(values)} distinct values; expected a few class labels (are they "
-                           "JPEG-compressed or anti-aliased?)")
-    return dataclasses.replace(cfg, label_values=tuple(int(v) for v in values),
-                               classes=tuple(f"label_{int(v)}" for v in values))
-
-
-def synthetic(n: int, seed: int, cfg: Config) -> list[dict]:
-    """``n`` cases of leanseg.synthetic.shapes2d, case i seeded by (seed, i)."""
-    from leanseg.synthetic import shapes2d
-
-    return seeded_cases(shapes2d, n, seed, cfg.synthetic_size, "shapes")
-
-
+def read_mask(path: str) -> np.ndarray:
+    """A mask image as ``(H, W)`` values; a colour mask must be grey in all three channels."""
+    mask, _ = read_image(path)
+    if len(mask) == 3 and not (np.array_equal(mask[0], mask[1]) and np.array_equal(mask[0], mask[2])):
+        raise LeanSegError(f"{path}: colour mask; save masks as single-channel label images")
+    return mask[0]
 
 
 class LoadCase:
-    def __init__(self, label_values: tuple[int, ...]):
-        self.lookup = {v: i for i, v in enumerate(label_values)}
+    def __init__(self, manager, channels: int):
+        self.manager = manager
+        self.channels = channels
 
     def __call__(self, case: dict) -> dict:
         image, label = case["image"], case["label"]
+        where = label if isinstance(label, str) else case["id"]
         if not isinstance(image, np.ndarray):
-            image = _read(image, gray=True)[None]
-            label = _read(label, gray=True)
+            image, _ = read_image(image)
+            label = read_mask(label)
+        if len(image) != self.channels:
+            raise LeanSegError(f"{case['image'] if isinstance(case['image'], str) else case['id']}: "
+                               f"{len(image)} channel(s), but the first image had {self.channels}")
         if label.shape != image.shape[1:]:
-            raise LeanSegError(f"{case['label']}: mask shape {label.shape} differs from the image's {image.shape[1:]}")
-        values = set(np.unique(label).tolist())
-        if values - set(self.lookup):
-            raise LeanSegError(f"{case['label'] if isinstance(case['label'], str) else case['id']}: mask values "
-                               f"{sorted(values - set(self.lookup))} are not among {sorted(self.lookup)}")
-        index = np.zeros(label.shape, np.int64)
-        for value, cls in self.lookup.items():
-            index[label == value] = cls
-        return {"id": case["id"], "image": image.astype(np.float32), "label": index[None]}
+            raise LeanSegError(f"{where}: mask shape {label.shape} differs from the image's {image.shape[1:]}")
+        return {"id": case["id"], "image": image.astype(np.float32), "label": self.manager.encode(label, where)}
 
 
-def transforms(cfg: Config, train: bool):
-    from monai import transforms as T
+class Seg2dTask(Task):
+    name = "seg2d"
+    Config = Seg2dConfig
+    config: Seg2dConfig
 
-    keys = ["image", "label"]
-    steps = [LoadCase(cfg.label_values), T.NormalizeIntensityd("image")]
-    if train:
-        steps += [
-            T.SpatialPadd(keys, spatial_size=cfg.window),
-            T.RandSpatialCropSamplesd(keys, roi_size=cfg.window, num_samples=cfg.samples_per_case,
-                                      random_size=False),
-            T.RandFlipd(keys, prob=0.5, spatial_axis=0),
-            T.RandFlipd(keys, prob=0.5, spatial_axis=1),
-            T.RandRotate90d(keys, prob=0.5),
-            T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-        ]
-    steps.append(T.EnsureTyped(keys, track_meta=False))
-    return T.Compose(steps)
+    def discover(self, root: str | Path) -> list[dict]:
+        return discover(root)
 
+    def synthetic(self, n: int, seed: int) -> list[dict]:
+        """``n`` cases of leanseg.synthetic.shapes2d, case i seeded by (seed, i)."""
+        from leanseg.synthetic import shapes2d
 
-def loss(cfg: Config):
-    return softmax_dice_ce()
+        return seeded_cases(shapes2d, n, seed, self.config.synthetic_size, "shapes")
 
+    def configure(self, cases: list[dict]) -> None:
+        """Classes from the mask values found in a folder, channels from its first image (synthetic cases keep
+        the defaults)."""
+        if not cases or isinstance(cases[0]["label"], np.ndarray):
+            return
+        values = sorted(set().union(*(np.unique(read_mask(c["label"])).tolist() for c in cases)))
+        if len(values) < 2:
+            raise LeanSegError(f"masks hold a single value {values}: nothing to segment")
+        if len(values) > 32:
+            raise LeanSegError(f"masks hold {len(values)} distinct values; expected a few class labels (are they "
+                               "JPEG-compressed or anti-aliased?)")
+        if not all(float(v).is_integer() for v in values):
+            raise LeanSegError(f"masks hold non-integer values {values[:5]}")
+        channels = len(read_image(cases[0]["image"])[0])
+        self.config = dataclasses.replace(self.config, labels={f"label_{int(v)}": int(v) for v in values},
+                                          channels=_COLOUR if channels == 3 else ("intensity",))
 
-def model(cfg: Config, name: str | None = None, **overrides):
-    return build_model(cfg, name, **overrides)
+    def transforms(self, train: bool):
+        from monai import transforms as T
 
+        cfg = self.config
+        keys = ["image", "label"]
+        steps = [LoadCase(self.label_manager, len(cfg.channels)), self.normalize_transform()]
+        if train:
+            steps += [
+                T.SpatialPadd(keys, spatial_size=cfg.window),
+                T.RandSpatialCropSamplesd(keys, roi_size=cfg.window, num_samples=cfg.samples_per_case,
+                                          random_size=False),
+                T.RandFlipd(keys, prob=0.5, spatial_axis=0),
+                T.RandFlipd(keys, prob=0.5, spatial_axis=1),
+                T.RandRotate90d(keys, prob=0.5),
+                T.RandScaleIntensityd("image", factors=0.1, prob=0.5),
+                T.RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+            ]
+        steps.append(T.EnsureTyped(keys, track_meta=False))
+        return T.Compose(steps)
 
-def checkpoint_meta(cfg: Config) -> dict:
-    return {"task": "seg2d", "channels": list(cfg.channels),
-            "labels": dict(zip(cfg.classes, cfg.label_values, strict=True)),
-            "normalization": {"kind": "zscore"}, "window": list(cfg.window)}
+    def loss(self):
+        return softmax_dice_ce()

@@ -6,40 +6,28 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-
-
-def _monai_unet(features):
-    def build(cfg):
-        from monai.networks.nets import UNet
-
-        kwargs = {"spatial_dims": 3, "in_channels": len(cfg.channels), "out_channels": len(cfg.classes),
-                  "channels": tuple(features), "strides": (2,) * (len(features) - 1), "num_res_units": 1,
-                  "norm": "instance"}
-        net = UNet(**kwargs)
-        net.leanseg_spec = ("monai_unet", kwargs)  # not in the leanseg registry: a bench-only checkpoint
-        return net
-
-    return build
+from typing import Any
 
 
 def run(out: Path, cases: int = 16, epochs: int = 20, size: int = 48, features=(8, 16, 32, 64), seed: int = 0,
         progress: bool = False) -> list[dict]:
     from leanseg.training import TrainConfig, train
 
-    common = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2, samples_per_case=1,
-                  lr=5e-3, hd95=False)
-    contenders = [
-        ("LeanUNet", {"model_kwargs": {"features": tuple(features), "conv": "lean"}}, None),
-        ("LeanUNet dense twin", {"model_kwargs": {"features": tuple(features), "conv": "dense"}}, None),
-        ("MONAI UNet", {}, _monai_unet(features)),
+    common: dict[str, Any] = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2,
+                                  samples_per_case=1, lr=5e-3, hd95=False)
+    contenders: list[tuple[str, dict[str, Any]]] = [
+        ("LeanUNet", {"model_kwargs": {"features": tuple(features), "conv": "lean"}}),
+        ("LeanUNet dense twin", {"model_kwargs": {"features": tuple(features), "conv": "dense"}}),
+        ("MONAI UNet", {"model": "monai_unet", "model_kwargs": {"features": tuple(features), "num_res_units": 1}}),
     ]
     rows = []
-    for name, options, build in contenders:
+    for name, options in contenders:
         t0 = time.perf_counter()
         result = train("brats", synthetic=cases, config=TrainConfig(out=Path(out) / name.replace(" ", "_"),
                                                                     seed=seed, progress=progress,
                                                                     val_every=epochs),
-                       build_model=build, **common, **options)
+                       **common, **options)
+        assert result.model is not None  # train() always returns the model it trained
         weights = sum(p.numel() for p in result.model.parameters())
         dice = {r: result.last.get(f"val_dice_{r}", float("nan")) for r in ("WT", "TC", "ET")}
         rows.append({"model": name, "weights": weights, **dice, "mean": sum(dice.values()) / 3,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import platform
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -96,7 +97,7 @@ def bench_one(d: int, c: int, size: int, batch: int, dtype: torch.dtype, device:
         compiled = torch.compile(lean_conv_reference)
         fns["compiled"] = (lambda: compiled(x_cl, w, s), x_cl, [w, s])
 
-    row = {"d": d, "C": c, "size": size, "batch": batch}
+    row: dict[str, Any] = {"d": d, "C": c, "size": size, "batch": batch}
     for name, (fn, x, params) in fns.items():
         with torch.no_grad():
             row[f"{name} fwd"] = best_ms(fn)
@@ -104,7 +105,7 @@ def bench_one(d: int, c: int, size: int, batch: int, dtype: torch.dtype, device:
     for kind in ("fwd", "f+b"):
         layouts = {k: row[f"dense/{k} {kind}"] for k in ("contig", "cl")}
         row[f"dense {kind}"] = min(layouts.values())
-        row[f"dense layout {kind}"] = min(layouts, key=layouts.get)
+        row[f"dense layout {kind}"] = min(layouts, key=lambda k: layouts[k])
 
     # The floor: bandwidth from a copy of the same tensor, GEMM rate from the 1x1's own matrix product.
     with torch.no_grad():
@@ -157,24 +158,22 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 
 def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=5) -> list[dict]:
     from leanseg.errors import LeanSegError
+    from leanseg.options import look_up_option, resolve_device
 
-    if dtype not in DTYPES:
-        raise LeanSegError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LeanSegError("--device cuda: no CUDA device is available")
+    torch_dtype = look_up_option(dtype, DTYPES, what="--dtype")
+    dev = resolve_device(device)
     malloc = "default"
     if dev.type == "cpu":  # the fast path's allocator setting (see leanseg.nn._cext) applies to every row alike
         from leanseg.nn import _cext
 
-        malloc = "tuned (256 MiB heap thresholds)" if _cext.tune_malloc() else "default"
+        malloc = "tuned (1 GiB heap thresholds)" if _cext.tune_malloc() else "default"
     rows = []
     for d in dims:
         if d not in (2, 3):
             raise LeanSegError(f"--dims must be 2 or 3, got {d}")
         for c in channels:
             n = size or (GPU_SIZE[d] if dev.type == "cuda" else CPU_SIZES[d].get(c, 32))
-            rows.append(bench_one(d, c, n, batch, DTYPES[dtype], dev, repeats))
+            rows.append(bench_one(d, c, n, batch, torch_dtype, dev, repeats))
             print(f"  measured d={d} C={c} at {batch}x{n}^{d}", flush=True)
     print(
         f"\nleanseg bench conv: {_machine(dev)}, {dtype}, stride 1, square C -> C; times are the best of "

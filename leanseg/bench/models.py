@@ -15,7 +15,9 @@ import multiprocessing
 import os
 import platform
 import resource
+import statistics
 import time
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +25,7 @@ from torch import nn
 from leanseg.errors import LeanSegError
 from leanseg.models import available, create
 from leanseg.nn.lean_conv import LeanConv
+from leanseg.options import look_up_option
 
 # Keyword arguments that make each registered model buildable for a given input; a model missing here gets
 # spatial_dims and in_channels only.
@@ -100,7 +103,9 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
     shape = parse_input(input_shape)
     rows = []
     for name in available():
-        counts = {}
+        if name.startswith("monai_"):  # MONAI's networks have no lean/dense twin; bench unet compares them
+            continue
+        counts: dict[str, tuple[int, int] | Exception] = {}
         for conv in ("lean", "dense"):
             kwargs = {"spatial_dims": len(shape) - 1, "in_channels": shape[0], "conv": conv,
                       **EXAMPLE_KWARGS.get(name, {})}
@@ -113,10 +118,9 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
             if isinstance(c, Exception):
                 rows.append([name, conv, "-", "-", "-", f"n/a: {str(c).splitlines()[0][:60]}"])
                 continue
-            lean, dense = counts["lean"], counts["dense"]
-            ok = not isinstance(lean, Exception) and not isinstance(dense, Exception)
-            rows.append([name, conv, f"{c[0]:,}", _fmt(c[1]),
-                         f"{dense[0] / c[0]:.1f}x" if ok else "-", f"{dense[1] / c[1]:.1f}x" if ok else "-"])
+            dense = counts["dense"]
+            ratios = ["-", "-"] if isinstance(dense, Exception) else [f"{dense[i] / c[i]:.1f}x" for i in (0, 1)]
+            rows.append([name, conv, f"{c[0]:,}", _fmt(c[1]), *ratios])
     header = ["model", "conv", "weights", "multiply-adds", "dense/this weights", "dense/this MACs"]
     return f"input {'x'.join(map(str, shape))} (batch 1)\n" + format_table(header, rows)
 
@@ -125,27 +129,39 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
 # leanseg bench unet
 
 
-def bench_specs(in_channels: int, out_channels: int, features: tuple[int, ...]) -> dict[str, tuple[str, dict]]:
-    """The compared 3D models as (builder, kwargs), picklable for the worker process. MONAI's at about our widths."""
+def bench_specs(in_channels: int, out_channels: int, features: tuple[int, ...]) -> dict[str, tuple[str, dict, str]]:
+    """The compared 3D models as (builder, kwargs, precision), picklable for the worker process. MONAI's at about
+    our widths."""
     ours = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels, "features": features}
     io = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels}
     return {
-        "LeanUNet": ("leanseg", {**ours, "conv": "lean"}),
-        "LeanUNet dense twin": ("leanseg", {**ours, "conv": "dense"}),
+        "LeanUNet": ("leanseg", {**ours, "conv": "lean"}, "fp32"),
+        "LeanUNet bf16": ("leanseg", {**ours, "conv": "lean"}, "bf16"),
+        "LeanUNet dense twin": ("leanseg", {**ours, "conv": "dense"}, "fp32"),
         # two residual units per level is the setting of MONAI's tutorials; the widths are ours
         "MONAI UNet": ("UNet", {**io, "channels": features, "strides": (2,) * (len(features) - 1),
-                                "num_res_units": 2, "norm": "instance"}),
-        "MONAI SegResNet": ("SegResNet", {**io, "init_filters": features[0]}),  # 32-64-128-256
-        "MONAI BasicUNet": ("BasicUNet", {**io, "features": (*features, features[0])}),
+                                "num_res_units": 2, "norm": "instance"}, "fp32"),
+        "MONAI SegResNet": ("SegResNet", {**io, "init_filters": features[0]}, "fp32"),  # 32-64-128-256
+        "MONAI BasicUNet": ("BasicUNet", {**io, "features": (*features, features[0])}, "fp32"),
     }
 
 
-def _build(builder: str, kwargs: dict) -> nn.Module:
-    if builder == "leanseg":
-        return create("lean_unet", **kwargs)
-    import monai.networks.nets as nets
+# the training-step table: the lean network, its twin and the strongest MONAI network of the inference table
+TRAIN_ROWS = ("LeanUNet", "LeanUNet dense twin", "MONAI SegResNet")
 
-    return getattr(nets, builder)(**kwargs)
+
+def _build(builder: str, kwargs: dict, precision: str = "fp32") -> nn.Module:
+    if builder == "leanseg":
+        model = create("lean_unet", **kwargs)
+    else:
+        import monai.networks.nets as nets
+
+        model = getattr(nets, builder)(**kwargs)
+    if precision != "fp32":
+        from leanseg.nn.precision import prepare
+
+        prepare(model, precision)
+    return model
 
 
 def _proc_kb(field: str) -> int | None:
@@ -159,64 +175,115 @@ def _proc_kb(field: str) -> int | None:
     return None
 
 
-def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int) -> tuple[float, float]:
-    """In a fresh process: (best forward seconds, peak resident memory added by the first forward, in bytes).
-
-    Inference as it is run (eval, inference_mode, batch 1). The peak is Linux's VmHWM, reset through
-    /proc/self/clear_refs once the model and input exist; it is taken on the first forward, before the allocator
-    holds freed blocks that later forwards reuse. Elsewhere ru_maxrss, which includes start-up. The timed
-    forwards come after that first one, which also serves as warm-up (thread pools, BLAS, C kernels).
-    """
-    model = _build(builder, kwargs).eval()
-    x = torch.randn(1, *shape)
+def _reset_peak() -> int | None:
+    """Reset Linux's VmHWM to the current resident size (/proc/self/clear_refs) and return that size in kB."""
     gc.collect()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        base = _proc_kb("VmRSS")
     except OSError:
-        base = None
-    with torch.inference_mode():
-        model(x)
-        peak = _proc_kb("VmHWM") if base is not None else None
-        if peak is None:
-            peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - t0)
-    return min(times), 1024.0 * (peak - base)
+        return None
+    return _proc_kb("VmRSS")
+
+
+def _peak_bytes(base: int | None) -> float:
+    """Resident memory added since _reset_peak; elsewhere ru_maxrss, which includes start-up."""
+    peak = _proc_kb("VmHWM") if base is not None else None
+    if peak is None or base is None:
+        peak, base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0
+    return 1024.0 * (peak - base)
+
+
+def _measure(builder: str, kwargs: dict, shape: tuple[int, ...], repeats: int, precision: str = "fp32",
+             train_batch: int = 0) -> tuple[float, float]:
+    """In a fresh process: (median seconds, peak resident memory added by the first pass, in bytes).
+
+    train_batch 0: inference as it is run (eval, inference_mode, batch 1). Otherwise one training step on a batch
+    of that many: forward, a loss (mean of the logits: the network's cost, not the loss's), backward. The peak
+    is Linux's VmHWM, reset through /proc/self/clear_refs once the model and input exist; it is taken on the
+    first pass, before the allocator holds freed blocks that later passes reuse. The timed passes come after
+    that first one, which also serves as warm-up (thread pools, BLAS, C kernels). Every row gets the allocator
+    setting of leanseg's CPU path (leanseg.nn._cext.tune_malloc), so that it helps or hinders all alike.
+    """
+    from leanseg.nn import _cext
+
+    _cext.tune_malloc()
+    model = _build(builder, kwargs, precision)
+    if train_batch:
+        model.train()
+        x = torch.randn(train_batch, *shape)
+
+        def step():
+            model.zero_grad(set_to_none=True)
+            model(x).float().mean().backward()
+    else:
+        model.eval()
+        x = torch.randn(1, *shape)
+
+        def step():
+            with torch.inference_mode():
+                model(x)
+    base = _reset_peak()
+    step()
+    peak = _peak_bytes(base)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), peak
+
+
+def _run(fn, *args):
+    """fn(*args) in a fresh spawned process: the peak memory of one row must not hide in another's high-water mark."""
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
 
 
 def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
                features: tuple[int, ...] = (32, 64, 128, 256, 320), repeats: int = 1,
-               names: list[str] | None = None) -> list[dict]:
-    """Weights, multiply-adds, CPU forward time and peak memory for a size^3 patch; prints the table, returns rows."""
+               names: list[str] | None = None, train_batch: int = 2, train_repeats: int = 1) -> list[dict]:
+    """Weights, multiply-adds, CPU forward time and peak memory for a size^3 patch, then (train_batch > 0) the
+    time and peak memory of one training step on train_batch patches; prints the tables, returns the rows."""
     if size < 16 or size % 16:
         raise LeanSegError(f"--size must be a multiple of 16 (MONAI's UNet and SegResNet need it), got {size}")
     specs = bench_specs(in_channels, out_channels, tuple(features))
-    unknown = [n for n in names or [] if n not in specs]
-    if unknown:
-        raise LeanSegError(f"unknown model {unknown[0]!r}; choose from {', '.join(specs)}")
+    for name in names or []:
+        look_up_option(name, specs, what="model")
     shape = (in_channels, size, size, size)
-    rows = []
-    spawn = multiprocessing.get_context("spawn")
-    for name, (builder, kwargs) in specs.items():
+    rows: list[dict[str, Any]] = []
+    for name, (builder, kwargs, precision) in specs.items():
         if names and name not in names:
             continue
         with torch.device("meta"):
             weights, macs = weights_and_macs(_build(builder, kwargs), shape)
-        # one process per model: the peak memory of one must not hide in the high-water mark of another
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            seconds, peak = pool.submit(_measure, builder, kwargs, shape, repeats).result()
-        rows.append({"model": name, "weights": weights, "macs": macs, "seconds": seconds, "peak_bytes": peak})
+        seconds, peak = _run(_measure, builder, kwargs, shape, repeats, precision)
+        rows.append({"model": name, "weights": weights, "macs": macs, "seconds": seconds, "peak_bytes": peak,
+                     "pass": "inference"})
         print(f"  measured {name}", flush=True)
     header = ["model", "weights", "multiply-adds", "CPU forward (s)", "peak memory (MiB)"]
     table = [[r["model"], f"{r['weights']:,}", _fmt(r["macs"]), f"{r['seconds']:.2f}",
               f"{r['peak_bytes'] / 2**20:,.0f}"] for r in rows]
-    print(f"{'x'.join(map(str, shape))} patch, batch 1, float32 inference, best of {repeats} after a warm-up; "
-          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}")
+    where = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {os.cpu_count()} "
+             f"cores, torch {torch.__version__}")
+    print(f"{'x'.join(map(str, shape))} patch, batch 1, inference (float32 unless marked), median of {repeats} "
+          f"after a warm-up; {where}")
     print(format_table(header, table))
-    return rows
+    train = [n for n in TRAIN_ROWS if not names or n in names] if train_batch else []
+    train_rows = []
+    for name in train:
+        builder, kwargs, _ = specs[name]
+        seconds, peak = _run(_measure, builder, kwargs, shape, train_repeats, "fp32", train_batch)
+        train_rows.append({"model": name, "seconds": seconds, "peak_bytes": peak, "pass": "train"})
+        print(f"  measured {name} (training step)", flush=True)
+    if train_rows:
+        lean = train_rows[0] if train_rows[0]["model"] == "LeanUNet" else None
+        header = ["model", "fwd+bwd (s)", "peak memory (MiB)"] + (["time / LeanUNet", "memory / LeanUNet"]
+                                                                  if lean else [])
+        table = [[r["model"], f"{r['seconds']:.2f}", f"{r['peak_bytes'] / 2**20:,.0f}"]
+                 + ([f"{r['seconds'] / lean['seconds']:.2f}x", f"{r['peak_bytes'] / lean['peak_bytes']:.2f}x"]
+                    if lean else []) for r in train_rows]
+        print(f"\ntraining step: {train_batch}x{'x'.join(map(str, shape))}, float32, forward + backward of the "
+              f"mean of the logits, median of {train_repeats} after a warm-up step; {where}")
+        print(format_table(header, table))
+    return rows + train_rows

@@ -2,9 +2,8 @@
 
 Every row reads the same four NIfTI files, normalises, runs the same sliding window with the same threads and
 writes a NIfTI label map, through ``leanseg.predict`` with a checkpoint path, as ``leanseg predict`` does. The
-weights are random (speed and memory do not depend on their values). MONAI's networks become predictable through
-the same path by a constructor registered under ``bench_monai`` in the worker processes only, so the registry
-users see (``leanseg.models.available()``) does not list a name whose checkpoints nothing else can load.
+weights are random (speed and memory do not depend on their values). MONAI's networks are the registry's
+``monai_unet`` and ``monai_segresnet``, so they are predicted through the same path.
 
 Each row runs in a fresh process: its peak resident memory (``ru_maxrss``) is that process's alone, start-up
 (Python, torch, MONAI) included, as a user's ``leanseg predict`` would see it.
@@ -54,8 +53,9 @@ QUICK = Setup(features=(8, 16, 32, 64), window=(32, 32, 32), synthetic_shape=(64
 
 def shared_case() -> Path | None:
     """The shared TCGA case: $LEANSEG_SHARED_DATA/nifti/..., else ../shared/data beside the repository."""
-    given = os.environ.get("LEANSEG_SHARED_DATA")
-    root = Path(given) if given else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    from leanseg import env
+
+    root = env.shared_data() or Path(__file__).resolve().parents[2].parent / "shared" / "data"
     case = root / "nifti" / CASE_NAME
     return case if case.is_dir() else None
 
@@ -71,24 +71,24 @@ def write_synthetic_case(folder: Path, shape: tuple[int, int, int], seed: int = 
     image, _ = brats_phantom(np.random.default_rng(seed), size=size)  # (4, size, size, size)
     grid = np.zeros((4, *shape), np.float32)
     at = tuple(slice((n - size) // 2, (n - size) // 2 + size) for n in shape)
-    grid[(slice(None), *at)] = image
+    grid[(slice(None),) + at] = image
     folder.mkdir(parents=True, exist_ok=True)
     for name, channel in zip(("t1", "t1ce", "t2", "flair"), grid, strict=True):
         nib.save(nib.Nifti1Image(channel, np.eye(4)), folder / f"synthetic_{name}.nii.gz")
     return folder
 
 
-def bench_monai(builder: str, **kwargs):
-    """A MONAI network by class name (``UNet``, ``SegResNet``), for the bench's checkpoints."""
-    import monai.networks.nets as nets
-
-    return getattr(nets, builder)(**kwargs)
-
-
-def _register_monai() -> None:
-    from leanseg.models import _registry
-
-    _registry._MODELS.setdefault("bench_monai", bench_monai)
+def _registry_entry(builder: str, kwargs: dict) -> tuple[str, dict]:
+    """(registry name, kwargs) of a bench_specs row: LeanUNet or one of MONAI's networks in the registry."""
+    if builder == "leanseg":
+        return "lean_unet", kwargs
+    common = {k: kwargs[k] for k in ("spatial_dims", "in_channels", "out_channels")}
+    if builder == "UNet":
+        return "monai_unet", {**common, "features": list(kwargs["channels"]), "num_res_units": kwargs["num_res_units"],
+                              "norm": kwargs["norm"]}
+    if builder == "SegResNet":
+        return "monai_segresnet", {**common, "init_filters": kwargs["init_filters"]}
+    return "monai_basicunet", {**common, "features": list(kwargs["features"][:5])}
 
 
 def write_checkpoints(folder: Path, names: list[str], setup: Setup) -> dict[str, tuple[Path, int]]:
@@ -98,13 +98,11 @@ def write_checkpoints(folder: Path, names: list[str], setup: Setup) -> dict[str,
     from leanseg.checkpoint import save_model
     from leanseg.models import create
 
-    _register_monai()
     specs = bench_specs(len(CHANNELS), len(REGIONS), setup.features)
     out = {}
     for name in names:
-        builder, kwargs = specs[name]
-        model_name, model_kwargs = ("lean_unet", kwargs) if builder == "leanseg" else \
-            ("bench_monai", {"builder": builder, **kwargs})
+        builder, kwargs, _ = specs[name]
+        model_name, model_kwargs = _registry_entry(builder, kwargs)
         torch.manual_seed(0)
         model = create(model_name, **model_kwargs)
         path = folder / f"{name.replace(' ', '_')}.safetensors"
@@ -129,7 +127,6 @@ def _row(checkpoint: str, case: str, output: str, setup: Setup) -> dict:
     startup = time.perf_counter() - start
 
     torch.set_num_threads(setup.threads or os.cpu_count() or 1)
-    _register_monai()
     counts = {"windows": 0, "forward_s": 0.0}
     load = leanseg.checkpoint.load_model
 

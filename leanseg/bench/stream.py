@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import segyio
@@ -92,7 +93,7 @@ def run(size_gb: float = 4.0, xlines: int = 1024, samples: int = 512, window: tu
         with segyio.open(str(out), ignore_geometry=True) as f:
             assert f.tracecount == inlines * xlines
             values = np.unique(f.trace.raw[f.tracecount // 2])
-        result = {
+        result: dict[str, Any] = {
             "cube": f"{inlines} x {xlines} x {samples} (inline x xline x sample), float32",
             "cube_gb": round(gb, 3), "write_cube_s": round(written, 1), "predict_s": round(seconds, 1),
             "throughput_mvox_s": round(inlines * xlines * samples / seconds / 1e6, 2),

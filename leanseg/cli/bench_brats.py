@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from leanseg.cli.main import bench_app
 
-
-@bench_app.command("brats")
 def bench_brats(
     cases: int = typer.Option(16, help="synthetic cases (a fifth is held out for validation)"),
     epochs: int = typer.Option(20, help="epochs for every model"),

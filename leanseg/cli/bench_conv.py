@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from leanseg.cli.main import bench_app
 
-
-@bench_app.command("conv")
 def bench_conv(
     dims: str = typer.Option("2,3", help="spatial dims to run, comma-separated"),
     channels: str = typer.Option("16,32,64,128", help="channel counts C (square layers C -> C)"),

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from leanseg.cli.main import bench_app
 
-
-@bench_app.command("predict")
 def bench_predict(
     models: str = typer.Option("", help="comma-separated rows (default all: LeanUNet, LeanUNet dense twin, MONAI "
                                "UNet, MONAI SegResNet); the twin and SegResNet take minutes each"),

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from leanseg.cli.main import bench_app
 
-
-@bench_app.command("stream")
 def bench_stream(
     size_gb: float = typer.Option(4.0, help="size of the synthetic cube in GB (the issue asks for >= 4)"),
     xlines: int = typer.Option(1024, help="crosslines per inline"),

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import typer
 
-from leanseg.cli.main import app
 
-
-@app.command("demo")
 def demo_cmd(
     out: Path = typer.Option(Path("leanseg_demo"), "--out", "-o", help="folder for the run, NIfTI files and PNG"),
     epochs: int = typer.Option(80, help="training epochs (~1.8 s each on 2 idle CPU cores)"),

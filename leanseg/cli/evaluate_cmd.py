@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from leanseg.cli.main import app
 from leanseg.errors import LeanSegError
 
 
@@ -23,7 +22,6 @@ def _json_option(text: str | None, name: str) -> dict | None:
     return value
 
 
-@app.command("evaluate")
 def evaluate_cmd(
     prediction: Path = typer.Argument(..., help="predicted label map"),
     reference: Path = typer.Argument(..., help="reference label map on the same grid"),
@@ -34,24 +32,29 @@ def evaluate_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="also write the scores as JSON here ('-': stdout)"),
 ):
     """Dice and HD95 (MONAI) per class or region; default: every non-zero label value present."""
-    from leanseg.metrics import evaluate, format_table, task_classes
+    from leanseg.io import atomic_path, check_output
+    from leanseg.labels import LabelManager
+    from leanseg.metrics import evaluate, format_table
 
-    classes = {"labels": _json_option(labels, "labels"), "regions": _json_option(regions, "regions")}
+    if json_path is not None and str(json_path) != "-":  # before any work, and never onto a file this command reads
+        check_output(json_path, [prediction, reference, *([model] if model is not None else [])])
+
+    given = {"labels": _json_option(labels, "labels"), "regions": _json_option(regions, "regions")}
+    manager = LabelManager(**{k: v for k, v in given.items() if v}) if any(given.values()) else None
     if task is not None:
-        classes.update(task_classes(task))
+        from leanseg.tasks import get_task
+
+        manager = get_task(task).label_manager
     if model is not None:
         from leanseg.checkpoint import read_meta
 
-        meta = read_meta(model)
-        classes.update({k: meta[k] for k in ("labels", "regions") if k in meta})
-    scores = evaluate(prediction, reference, labels=classes["labels"], regions=classes["regions"])
+        manager = read_meta(model).label_manager
+    scores = evaluate(prediction, reference, labels=manager)
     typer.echo(format_table(scores))
     if json_path is not None:
         text = json.dumps({"prediction": str(prediction), "reference": str(reference), "scores": scores}, indent=2)
         if str(json_path) == "-":
             typer.echo(text)
         else:
-            from leanseg.io import atomic_path
-
             with atomic_path(json_path) as tmp:
                 tmp.write_text(text + "\n")

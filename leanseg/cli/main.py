@@ -1,4 +1,5 @@
-"""``leanseg``: one console script, one typer app; each command lives in its own module of leanseg.cli.
+"""``leanseg``: one console script, one typer app; each command is a plain function in its own module of
+leanseg.cli, registered here (the command modules do not import this one, so there is no cycle).
 
 Modules here import no torch at import time so that ``leanseg --help`` is instant; commands import what they
 need when they run. A LeanSegError raised by the API is printed as one line and exits with code 2.
@@ -6,12 +7,25 @@ need when they run. A LeanSegError raised by the API is printed as one line and 
 
 from __future__ import annotations
 
+import logging
+import signal
 import sys
-from importlib import import_module
+import threading
+import warnings
 
 import typer
 
-from leanseg.errors import LeanSegError
+from leanseg.cli.bench_brats import bench_brats
+from leanseg.cli.bench_conv import bench_conv
+from leanseg.cli.bench_predict import bench_predict
+from leanseg.cli.bench_stream import bench_stream
+from leanseg.cli.bench_unet import bench_unet
+from leanseg.cli.demo_cmd import demo_cmd
+from leanseg.cli.evaluate_cmd import evaluate_cmd
+from leanseg.cli.models_cmd import models
+from leanseg.cli.predict_cmd import predict_cmd
+from leanseg.cli.train_cmd import train_cmd
+from leanseg.errors import LeanSegError, LeanSegWarning
 
 app = typer.Typer(
     name="leanseg",
@@ -23,20 +37,43 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks that print tables (speed, memory, weights).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
-# Each module registers its commands on `app` / `bench_app` when imported.
-_COMMAND_MODULES = ["bench_conv", "bench_unet", "models_cmd", "train_cmd", "demo_cmd", "predict_cmd", "evaluate_cmd",
-                    "bench_stream", "bench_brats", "bench_predict"]
-for _name in _COMMAND_MODULES:
-    import_module(f"leanseg.cli.{_name}")
+# in the order `leanseg --help` lists them
+app.command("models")(models)
+app.command("train")(train_cmd)
+app.command("demo")(demo_cmd)
+app.command("predict")(predict_cmd)
+app.command("evaluate")(evaluate_cmd)
+bench_app.command("conv")(bench_conv)
+bench_app.command("unet")(bench_unet)
+bench_app.command("stream")(bench_stream)
+bench_app.command("brats")(bench_brats)
+bench_app.command("predict")(bench_predict)
+
+
+def _note(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line each: 'leanseg: note: ...' for ours, the category name for others'."""
+    tag = "note" if issubclass(category, LeanSegWarning) else category.__name__
+    print(f"leanseg: {tag}: {message}", file=sys.stderr)
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
+    # nibabel logs the header fields it repairs (a zero voxel size becomes 1, an invalid code 0) straight to stderr;
+    # the CLI's contract is one line per problem, so only its errors that stop a read reach the user, as ours
+    logging.getLogger("nibabel").setLevel(logging.CRITICAL)
+    warnings.showwarning = _note
+    # SIGTERM (kill, a batch scheduler's time limit) unwinds like Ctrl-C, so half-written outputs are removed
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         app(args=argv, standalone_mode=False)
     except LeanSegError as err:
         print(f"leanseg: error: {err}", file=sys.stderr)
         return 2
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("leanseg: aborted", file=sys.stderr)
         return 130
     except typer.Exit as ex:

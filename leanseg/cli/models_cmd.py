@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from leanseg.cli.main import app
 
-
-@app.command("models")
 def models(
     input_shape: str = typer.Option("4x128x128x128", "--input", help="one sample: CxHxW (2D) or CxDxHxW (3D)"),
 ):

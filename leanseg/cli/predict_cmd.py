@@ -6,24 +6,9 @@ from pathlib import Path
 
 import typer
 
-from leanseg.cli.main import app
-from leanseg.errors import LeanSegError
+from leanseg.options import parse_window
 
 
-def parse_window(window: str | None) -> int | tuple[int, ...] | None:
-    """'128' -> 128, '128,128,96' -> (128, 128, 96)."""
-    if window is None:
-        return None
-    try:
-        sizes = tuple(int(w) for w in window.split(","))
-    except ValueError:
-        raise LeanSegError(f"--window {window!r}: expected an integer or comma-separated integers") from None
-    if min(sizes) < 1:
-        raise LeanSegError(f"--window {window!r}: sizes must be positive")
-    return sizes[0] if len(sizes) == 1 else sizes
-
-
-@app.command("predict")
 def predict_cmd(
     inputs: list[Path] = typer.Argument(..., help="a .nii/.nii.gz file, several NIfTI files (one per channel), a "
                                              "case folder, a SEG-Y cube or an image"),
@@ -46,9 +31,13 @@ def predict_cmd(
     precision: str = typer.Option("fp32", help="fp32 or bf16 (CPUs with avx512_bf16/amx_bf16, or CUDA)"),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
-    from leanseg.prediction import predict
+    from leanseg.prediction import predict  # its device parser is leanseg.options.resolve_device
 
-    out = predict(inputs, model, output=output, window=parse_window(window), overlap=overlap, tta=tta,
-                  device=device, amp=amp, probabilities=probabilities, preview=preview, batch_size=batch_size,
-                  slab=slab, halo=halo, progress=progress, crop=crop, precision=precision)
+    # the volume's dimension is known once the input is read: one size goes through as an int, which
+    # leanseg.predict repeats on every axis
+    sizes = parse_window(window, what="--window") if window is not None else None
+    out = predict(inputs, model, output=output, window=sizes[0] if sizes and len(sizes) == 1 else sizes,
+                  overlap=overlap, tta=tta, device=device, amp=amp, probabilities=probabilities, preview=preview,
+                  batch_size=batch_size, slab=slab, halo=halo, progress=progress, crop=crop,
+                  precision=precision)
     typer.echo(str(out))

@@ -1,28 +1,19 @@
-"""``leanseg train``: train a task of pipelines/ on a data folder or on built-in synthetic cases."""
+"""``leanseg train``: train a registered task (leanseg.tasks) on a data folder or on built-in synthetic cases."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from leanseg.cli.main import app
 from leanseg.errors import LeanSegError
-from pipelines import describe
+from leanseg.options import Schedule, look_up_option, parse_ints, parse_window, resolve_device
+from leanseg.tasks import describe
 
 _TASKS = "; ".join(f"{name}: {desc}" for name, desc in describe().items())
 
 
-def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise LeanSegError(f"{what} must be integers separated by commas, got {text!r}") from None
-
-
-@app.command("train")
 def train_cmd(
     task: str = typer.Option(..., "--task", "-t", help=f"task to train. {_TASKS}"),
     data: Path = typer.Option(None, "--data", "-d", help="folder of cases (layouts: see data_cards/)"),
@@ -43,21 +34,22 @@ def train_cmd(
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
-    from pipelines import get_task
+    from leanseg.tasks import task_class
 
-    mod = get_task(task)  # an unknown name fails here, before torch is imported
-    options = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule}
+    cls = task_class(task)  # an unknown name fails here
+    if schedule is not None:
+        schedule = look_up_option(schedule, Schedule, what="schedule").value
+    options: dict[str, Any] = {"model": model, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                               "schedule": schedule}
     options = {k: v for k, v in options.items() if v is not None}
-    dims = mod.Config().spatial_dims
-    win = _ints(window, "--window")
-    if win is not None:
-        options["window"] = win * dims if len(win) == 1 else win
-        if len(options["window"]) != dims:
-            raise LeanSegError(f"--window needs 1 or {dims} sizes for task {task!r}, got {window!r}")
+    if window is not None:
+        options["window"] = parse_window(window, cls.Config().spatial_dims, what="--window")
     if features is not None:
-        options["model_kwargs"] = {"features": _ints(features, "--features")}
+        options["model_kwargs"] = {"features": parse_ints(features, "--features")}
     if data is not None and not data.exists():
         raise LeanSegError(f"{data}: no such folder")
+    if device is not None:
+        device = str(resolve_device(device))  # a bad --device fails here, before torch loads the data
 
     from leanseg.training import TrainConfig, train
 

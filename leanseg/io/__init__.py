@@ -20,6 +20,7 @@ from leanseg.io.nifti import (
     BRATS_ALIASES,
     NIFTI_SUFFIXES,
     NiftiGeometry,
+    channel_of,
     find_case_files,
     label_dtype,
     read_nifti,
@@ -29,8 +30,8 @@ from leanseg.io.segy import SEGY_SUFFIXES, SegyGeometry, SegyReader, SegyWriter,
 
 __all__ = [
     "BRATS_ALIASES", "ImageGeometry", "NiftiGeometry", "SegyGeometry", "SegyReader", "SegyWriter", "atomic_path",
-    "check_output", "find_case_files", "full_suffix", "kind_of", "label_dtype", "read_image", "read_nifti",
-    "read_segy", "read_volume", "stem", "write_image", "write_nifti", "write_segy", "write_volume",
+    "channel_of", "check_output", "find_case_files", "full_suffix", "kind_of", "label_dtype", "read_image",
+    "read_nifti", "read_segy", "read_volume", "stem", "write_image", "write_nifti", "write_segy", "write_volume",
 ]
 
 

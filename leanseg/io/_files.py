@@ -55,11 +55,38 @@ def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike])
     return out
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed runs left for ``path`` (their writer's PID is gone); returns them."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{stem(path)}.partial-*"):
+        pid = tmp.name[len(f".{stem(path)}.partial-"):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` only if the block succeeds.
+
+    The temporary name holds this process's PID, so a run killed mid-write (SIGKILL, power loss) leaves a file
+    that the next write of the same output recognises as stale and removes.
+    """
     path = Path(path)
-    tmp = path.parent / f".{stem(path)}.partial-{uuid.uuid4().hex[:8]}{full_suffix(path)}"
+    remove_stale_partials(path)
+    tmp = path.parent / f".{stem(path)}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{full_suffix(path)}"
     try:
         yield tmp
         os.replace(tmp, path)

@@ -78,6 +78,21 @@ def _short(err: Exception) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
+def _check_header(img, path: Path) -> int:
+    """Refuse, from the header alone, what cannot be read safely; returns the number of voxels it claims."""
+    shape = tuple(int(n) for n in img.shape)
+    if len(shape) not in (3, 4) or min(shape) < 1:
+        raise LeanSegError(f"{path}: expected a 3D or 4D volume, got shape {shape}")
+    if img.get_data_dtype().kind == "c":
+        raise LeanSegError(f"{path}: complex-valued data ({img.get_data_dtype()}); save the magnitude as a real image")
+    affine = img.affine
+    if not np.isfinite(affine).all():
+        raise LeanSegError(f"{path}: the affine (sform/qform) holds NaN or infinite values")
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise LeanSegError(f"{path}: the affine is singular (a zero voxel size or a zero sform); fix the header")
+    return int(np.prod(shape, dtype=np.int64))
+
+
 def _data(img, path: Path) -> np.ndarray:
     """The scaled voxel values as float32 (slope/intercept applied, any dtype or endianness)."""
     try:
@@ -98,20 +113,37 @@ def read_nifti(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[
     Returns ``(array, geometry)`` with ``array`` float32 ``(C, X, Y, Z)`` in RAS+ order. Several files must share
     shape and affine (to 1e-4 mm); the geometry is the first file's.
     """
-    paths = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
-    if not paths:
+    from leanseg import env
+
+    files = [Path(paths)] if isinstance(paths, str | os.PathLike) else [Path(p) for p in paths]
+    if not files:
         raise LeanSegError("no input files given")
-    channels, geometry = [], None
-    for path in paths:
-        img = _load(path)
+    # every header first: shapes, grids and sizes are checked before any voxel is read
+    images = [_load(path) for path in files]
+    total = 0
+    geometry: NiftiGeometry | None = None
+    for path, img in zip(files, images, strict=True):
+        total += _check_header(img, path)
+        if len(files) > 1 and len(img.shape) == 4:
+            raise LeanSegError(f"{path}: a 4D file among several inputs; give one 4D file or one 3D file per channel")
         spatial = tuple(int(n) for n in img.shape[:3])
         if geometry is None:
-            geometry = NiftiGeometry(img.header.copy(), spatial, nib.orientations.io_orientation(img.affine), path)
+            ornt = nib.orientations.io_orientation(img.affine)
+            if np.isnan(ornt).any() or len(set(ornt[:, 0].tolist())) != 3:
+                raise LeanSegError(f"{path}: the affine maps two voxel axes to one direction; fix the header")
+            geometry = NiftiGeometry(img.header.copy(), spatial, ornt, path)
         elif spatial != geometry.shape:
             raise LeanSegError(f"{path}: shape {spatial} differs from {geometry.path.name}'s {geometry.shape}")
         elif not np.allclose(img.affine, geometry.affine, atol=1e-4):
             raise LeanSegError(f"{path}: affine differs from {geometry.path.name}'s; resample the modalities to "
                                f"one grid first")
+        if total > env.max_voxels():
+            raise LeanSegError(f"{path}: the header claims {'x'.join(map(str, img.shape))} voxels, {total:,} in all "
+                               f"with the other inputs, over the limit of {env.max_voxels():,} "
+                               "(LEANSEG_MAX_VOXELS raises it)")
+    assert geometry is not None  # files is not empty
+    channels: list[np.ndarray] = []
+    for path, img in zip(files, images, strict=True):
         data = _data(img, path)
         data = data[..., None] if data.ndim == 3 else data
         channels.extend(np.moveaxis(geometry.to_canonical(data), -1, 0))
@@ -160,6 +192,23 @@ def _tokens(name: str) -> list[str]:
     return [t for t in re.split(r"[_\-.\s]+", name) if t]
 
 
+def _name_table(channels: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None) -> dict[str, set[str]]:
+    """Channel name -> the file-name tokens that mean it."""
+    table = {name: {name.lower(), *BRATS_ALIASES.get(_ALIAS_OF.get(name.lower(), name.lower()), ())}
+             for name in channels}
+    for name, extra in (aliases or {}).items():
+        table.setdefault(name, {name.lower()}).update(a.lower() for a in extra)
+    return table
+
+
+def channel_of(path: str | os.PathLike, channels: Sequence[str]) -> str | None:
+    """The one channel of ``channels`` that the file name ``path`` names (as ``find_case_files`` reads names), or
+    None when it names none or several."""
+    tokens = set(_tokens(Path(path).name))
+    hits = [name for name, names in _name_table(channels).items() if names & tokens]
+    return hits[0] if len(hits) == 1 else None
+
+
 def find_case_files(folder: str | os.PathLike, channels: Sequence[str],
                     aliases: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
     """The NIfTI file of each channel in a case folder, in the order of ``channels``.
@@ -171,10 +220,7 @@ def find_case_files(folder: str | os.PathLike, channels: Sequence[str],
     folder = Path(folder)
     if not folder.is_dir():
         raise LeanSegError(f"{folder}: no such folder")
-    table = {name: {name.lower(), *BRATS_ALIASES.get(_ALIAS_OF.get(name.lower(), name.lower()), ())}
-             for name in channels}
-    for name, extra in (aliases or {}).items():
-        table.setdefault(name, {name.lower()}).update(a.lower() for a in extra)
+    table = _name_table(channels, aliases)
     files = sorted(p for p in folder.iterdir() if p.name.lower().endswith(NIFTI_SUFFIXES))
     found = []
     for name in channels:

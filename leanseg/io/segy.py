@@ -83,6 +83,11 @@ def _open(path: Path, endian: str):
         raise LeanSegError(f"{path}: not a readable SEG-Y file ({err})") from None
 
 
+# A survey with missing traces (f3-withdead holds 239 of 414) is fine; one whose traces would fill less than
+# 1/_SPARSE of the grid (every trace its own inline and crossline) would only allocate an empty grid.
+_SPARSE = 16
+
+
 class SegyReader:
     """Lazy reader of a post-stack cube: ``read(i0, i1)`` gives inlines ``i0:i1`` as float32 ``(n, X, S)``.
 
@@ -108,12 +113,20 @@ class SegyReader:
         il, xl = self._inline_crossline(endian)
         ilines, il_pos = np.unique(il, return_inverse=True)
         xlines, xl_pos = np.unique(xl, return_inverse=True)
-        index = np.full((len(ilines), len(xlines)), -1, dtype=np.int64)
-        index[il_pos, xl_pos] = np.arange(f.tracecount)
-        if int((index >= 0).sum()) != f.tracecount:
-            raise LeanSegError(f"{self.path}: {f.tracecount} traces on {int((index >= 0).sum())} inline/crossline "
+        positions = np.unique(il_pos.astype(np.int64) * len(xlines) + xl_pos).size
+        if positions != f.tracecount:
+            raise LeanSegError(f"{self.path}: {f.tracecount} traces on {positions} inline/crossline "
                                f"positions; only post-stack 3D cubes are supported (pre-stack gathers and 2D lines "
                                f"repeat positions)")
+        if len(ilines) < 2 or len(xlines) < 2:
+            raise LeanSegError(f"{self.path}: {len(ilines)} inline(s) x {len(xlines)} crossline(s): a 2D line or a "
+                               "single trace, not a 3D cube")
+        cells = len(ilines) * len(xlines)
+        if cells > max(_SPARSE * f.tracecount, 1 << 20):  # a grid far sparser than the traces: not a binned cube
+            raise LeanSegError(f"{self.path}: {f.tracecount:,} traces spread over a {len(ilines):,} x {len(xlines):,} "
+                               "inline/crossline grid; the headers do not describe a 3D cube")
+        index = np.full((len(ilines), len(xlines)), -1, dtype=np.int64)
+        index[il_pos, xl_pos] = np.arange(f.tracecount)
         return SegyGeometry(self.path, endian, ilines, xlines, np.asarray(f.samples, dtype=np.float64), index)
 
     def _inline_crossline(self, endian: str) -> tuple[np.ndarray, np.ndarray]:
@@ -242,8 +255,16 @@ class SegyWriter:
 
 def read_segy(path: str | os.PathLike) -> tuple[np.ndarray, SegyGeometry]:
     """The whole cube as float32 ``(1, I, X, S)`` and its geometry (for cubes that fit in memory)."""
+    from leanseg import env
+
     with SegyReader(path) as reader:
-        return reader.read()[None], reader.geometry
+        if np.prod(reader.shape, dtype=np.int64) > env.max_voxels():
+            raise LeanSegError(f"{path}: {'x'.join(map(str, reader.shape))} samples are over the in-memory limit of "
+                               f"{env.max_voxels():,}; `leanseg predict` streams such cubes")
+        cube = reader.read()
+        if not np.isfinite(cube).all():
+            raise LeanSegError(f"{path}: {int(np.size(cube) - np.isfinite(cube).sum())} NaN or infinite samples")
+        return cube[None], reader.geometry
 
 
 def write_segy(path: str | os.PathLike, array: np.ndarray, geometry: SegyGeometry) -> Path:

@@ -1,7 +1,8 @@
 """Lean networks (U-Nets, the paper's ResNets) and their registry."""
 
+from leanseg.models import monai_nets  # noqa: F401  (registers monai_unet, monai_segresnet, monai_basicunet)
 from leanseg.models._registry import available, create, register
-from leanseg.models.resnet import CONFIGS, LeanResNet, ResNetConfig
+from leanseg.models.resnet import VARIANTS, LeanResNet, ResNetVariant
 from leanseg.models.unet import LeanUNet, UNetConfig
 
-__all__ = ["CONFIGS", "LeanResNet", "LeanUNet", "ResNetConfig", "UNetConfig", "available", "create", "register"]
+__all__ = ["VARIANTS", "LeanResNet", "LeanUNet", "ResNetVariant", "UNetConfig", "available", "create", "register"]

@@ -6,18 +6,32 @@ so a model is rebuilt from JSON without unpickling anything.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from leanseg.errors import LeanSegError
+from torch import nn
 
-_MODELS: dict[str, Callable] = {}
+from leanseg.options import look_up_option
+
+ModelFn = Callable[..., nn.Module]
 
 
-def register(fn: Callable | None = None, *, name: str | None = None):
+@dataclass(frozen=True)
+class ModelSpec:
+    """How a model was built: its registry name and keyword arguments (set by ``leanseg.models.create``)."""
+
+    name: str
+    kwargs: dict = field(default_factory=dict)
+
+
+_MODELS: dict[str, ModelFn] = {}
+
+
+def register(fn: ModelFn | None = None, *, name: str | None = None) -> Any:
     """Decorator: register a model constructor under its function name (or ``name``)."""
 
-    def deco(f):
+    def deco(f: ModelFn) -> ModelFn:
         key = name or f.__name__
         if key in _MODELS:
             raise ValueError(f"model {key!r} is registered twice")
@@ -32,11 +46,12 @@ def available() -> list[str]:
     return sorted(_MODELS)
 
 
-def create(name: str, **kwargs):
-    """Build the registered model ``name`` with ``kwargs``; an unknown name gets a 'did you mean' error."""
-    fn = _MODELS.get(name)
-    if fn is None:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; available: {', '.join(available())}"
-        raise LeanSegError(f"unknown model {name!r}{hint}")
-    return fn(**kwargs)
+def create(name: str, **kwargs: Any) -> nn.Module:
+    """Build the registered model ``name`` with ``kwargs``; an unknown name gets a 'did you mean' error.
+
+    The model records how it was built (``model.build_spec``, as timm's ``pretrained_cfg``), so
+    ``leanseg.save_model(model, path)`` needs nothing more to write a checkpoint that rebuilds it.
+    """
+    model = look_up_option(name, _MODELS, what="model")(**kwargs)
+    model.build_spec = ModelSpec(name, dict(kwargs))  # type: ignore[assignment]  # a plain attribute, not a Module
+    return model

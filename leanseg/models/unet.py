@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from leanseg.errors import LeanSegError
 from leanseg.models._registry import register
-from leanseg.nn.blocks import UP_MODES, DownBlock, UpBlock
-from leanseg.nn.factories import check_conv_kind, check_dims, pointwise_conv
+from leanseg.nn.blocks import DownBlock, UpBlock
+from leanseg.nn.factories import LayerSpec, check_conv_kind, check_dims, pointwise_conv
+from leanseg.options import UpMode, look_up_option
 
 
 @dataclass
@@ -27,8 +28,8 @@ class UNetConfig:
     # plain conv-conv levels by default: the residual encoder costs two more convs per level for a small gain
     residual: bool = False
     # instance norm: batches of 2 patches are too small for batch statistics (nnU-Net's finding)
-    norm: str = "instance"
-    act: str = "leakyrelu"  # nnU-Net's choice; avoids dead units with the small batches of 3D training
+    norm: LayerSpec = "instance"
+    act: LayerSpec = "leakyrelu"  # nnU-Net's choice; avoids dead units with the small batches of 3D training
     conv: str = "lean"  # "dense" builds the twin with ordinary 3x3(x3) convolutions
     # a dense 3x3 where channels are few (4 in -> 32): the paper's advice; it costs 27 * 4 * 32 = 3,456 weights
     first_conv: str = "dense"
@@ -37,10 +38,10 @@ class UNetConfig:
     # per-channel taps)
     up: str = "interp"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_dims(self.spatial_dims)
-        check_conv_kind(self.conv)
-        check_conv_kind(self.first_conv)
+        self.conv = check_conv_kind(self.conv)
+        self.first_conv = check_conv_kind(self.first_conv)
         self.features = tuple(self.features)  # JSON gives lists
         if not self.features or any(not isinstance(f, int) or f < 1 for f in self.features):
             raise LeanSegError(f"features must be positive integers, one per level, got {self.features!r}")
@@ -48,10 +49,7 @@ class UNetConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise LeanSegError(f"{name} must be a positive integer, got {value!r}")
-        if self.up not in UP_MODES:
-            close = difflib.get_close_matches(str(self.up), UP_MODES, n=1)
-            raise LeanSegError(f"unknown up {self.up!r}; " + (f"did you mean {close[0]!r}?" if close
-                                                              else f"choose from {', '.join(UP_MODES)}"))
+        self.up = look_up_option(self.up, UpMode, what="up").value
 
 
 _FIELDS = [f.name for f in dataclasses.fields(UNetConfig)]
@@ -68,17 +66,14 @@ class LeanUNet(nn.Module):
     one per coarser decoder level; otherwise one tensor (N, out_channels, *spatial).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **options):
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **options: Any):
         super().__init__()
-        unknown = sorted(set(options) - set(_FIELDS))
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], _FIELDS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"options are {', '.join(_FIELDS[3:])}"
-            raise LeanSegError(f"LeanUNet got an unknown option {unknown[0]!r}; {hint}")
+        for name in sorted(set(options) - set(_FIELDS)):
+            look_up_option(name, _FIELDS[3:], what="LeanUNet option")
         cfg = UNetConfig(spatial_dims, in_channels, out_channels, **options)
         self.cfg = cfg
         d, f = cfg.spatial_dims, cfg.features
-        common = {"conv": cfg.conv, "norm": cfg.norm, "act": cfg.act}
+        common: dict[str, Any] = {"conv": cfg.conv, "norm": cfg.norm, "act": cfg.act}
         first = cfg.first_conv if cfg.conv == "lean" else "dense"
         self.encoder = nn.ModuleList(
             [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **common)]
@@ -107,9 +102,13 @@ class LeanUNet(nn.Module):
             skips.append(x)
         x = skips.pop()  # (N, f[-1], *coarsest)
         outs = []
-        for level, skip in zip(self.decoder, reversed(skips), strict=True):
-            x = level(x, skip)  # (N, f[i], *skip i)
-            outs.append(x)
+        for level in self.decoder:
+            # merge, then body, so that the skip (popped: the list no longer holds it) is freed before the body's
+            # conv allocates its output: at level 0 that is a 32 x 128^3 tensor less at the peak
+            up: UpBlock = level  # type: ignore[assignment]  # ModuleList items are typed as Module
+            x = up.body(up.merge(x, skips.pop()))  # (N, f[i], *skip i)
+            if self.aux_heads:
+                outs.append(x)
         logits = self.head(x)  # (N, out_channels, *spatial)
         if not (self.training and self.aux_heads):
             return logits
@@ -118,6 +117,6 @@ class LeanUNet(nn.Module):
 
 
 @register
-def lean_unet(**kwargs) -> LeanUNet:
+def lean_unet(**kwargs: Any) -> LeanUNet:
     """LeanUNet(spatial_dims, in_channels, out_channels, ...); ``conv="dense"`` builds its dense twin."""
     return LeanUNet(**kwargs)

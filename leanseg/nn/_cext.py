@@ -19,15 +19,40 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from leanseg import env
+
 _SOURCE = Path(__file__).with_name("_stencil.c")
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c11"]
+# -std=c11 (strict ISO C) turns off the contraction of a * b + c into one FMA: -ffp-contract=fast brings it back
+# (twice the arithmetic rate, one rounding instead of two); GCC prefers 256-bit vectors on CPUs with AVX-512
+# unless told otherwise, and the kernels here are the loops that gain from 512.
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=fast", "-mprefer-vector-width=512", "-fopenmp", "-shared", "-fPIC",
+          "-std=c11"]
 
 
 def suffix(dtype) -> str | None:
-    """The C kernels' name suffix for a torch dtype ("f32", "f64"), or None where they have none."""
+    """The C kernels' name suffix for a torch dtype ("f32", "f64", "bf16"), or None where they have none."""
     import torch
 
-    return {torch.float32: "f32", torch.float64: "f64"}.get(dtype)
+    return {torch.float32: "f32", torch.float64: "f64", torch.bfloat16: "bf16"}.get(dtype)
+
+
+def acc_dtype(dtype):
+    """The kernels' accumulator type for a storage dtype: per-channel coefficients are passed in it."""
+    import torch
+
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
+# Below this many elements a kernel call runs on one thread: starting and joining an OpenMP team costs more than
+# the work, and on a loaded machine a descheduled team member stalls the whole call for a time slice.
+_PARALLEL_MIN = 1 << 16
+
+
+def threads(numel: int) -> int:
+    """OpenMP threads for a kernel over numel elements: torch's thread count, or 1 for small tensors."""
+    import torch
+
+    return torch.get_num_threads() if numel >= _PARALLEL_MIN else 1
 
 
 class Grid(ctypes.Structure):
@@ -51,7 +76,7 @@ def _cpu_key() -> str:
 def _build(cc: str) -> Path:
     src = _SOURCE.read_bytes()
     key = hashlib.sha256(src + " ".join([cc, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("LEANSEG_CACHE", Path.home() / ".cache" / "leanseg"))
+    cache = env.cache_dir()
     lib = cache / f"leanstencil-{key}.so"
     if lib.exists():
         return lib
@@ -69,14 +94,16 @@ def _build(cc: str) -> Path:
 
 # glibc serves blocks above 32 MiB with a fresh mmap and returns them on free, so every such activation (a 32 x 64^3
 # float32 tensor is 33.5 MiB) page-faults on first touch: for a bandwidth-bound layer that costs more than the layer.
-# Keeping blocks up to 256 MiB on the heap, and up to 256 MiB of free heap before trimming, removes that cost.
+# Keeping blocks up to 1 GiB on the heap, and up to 1 GiB of free heap before trimming, removes that cost. 1 GiB,
+# not 256 MiB: a level-0 activation of a BraTS U-Net (32 x 128^3 float32) is exactly 256 MiB, and with the lower
+# threshold each of them was a fresh mapping (about 0.15 s of page faults each, a third of that network's time).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MALLOC_THRESHOLD = 256 << 20
+_MALLOC_THRESHOLD = 1 << 30
 
 
 def tune_malloc() -> bool:
     """Apply the thresholds above (glibc only; LEANSEG_MALLOC_TUNE=0 opts out). True when applied."""
-    if os.environ.get("LEANSEG_MALLOC_TUNE", "1") == "0" or platform.system() != "Linux":
+    if not env.malloc_tune() or platform.system() != "Linux":
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -89,10 +116,10 @@ def tune_malloc() -> bool:
 @functools.cache
 def load():
     """The loaded library, or None when it cannot be built here. Loading it also applies tune_malloc()."""
-    if os.environ.get("LEANSEG_CEXT", "1") == "0":
+    if not env.cext_enabled():
         return None
     tune_malloc()
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    cc = env.c_compiler() or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         warnings.warn(
             "leanseg: no C compiler found; the CPU lean convolution uses plain PyTorch (slower)",
@@ -111,9 +138,12 @@ def load():
         )
         return None
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    for suffix in ("f32", "f64"):
+    for suffix, acc in (("f32", ctypes.c_float), ("f64", ctypes.c_double), ("bf16", ctypes.c_float)):
         fn = getattr(lib, f"stencil_gather_{suffix}")
-        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, i64, i64, i64, i64, c_int]
+        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, i64, i64, i64, i64, p, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"lean_direct_{suffix}")
+        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, c_int]
         fn.restype = None
         fn = getattr(lib, f"stencil_grad_{suffix}")
         fn.argtypes = [p, p, Grid, p, Grid, p, p, p, i64, i64, i64, c_int]
@@ -123,5 +153,14 @@ def load():
         fn.restype = None
         fn = getattr(lib, f"affine2_{suffix}")
         fn.argtypes = [p, p, p, p, p, p, i64, i64, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"norm_act_{suffix}")
+        fn.argtypes = [p, p, p, p, acc, i64, i64, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"norm_act_grad_sums_{suffix}")
+        fn.argtypes = [p, p, p, p, p, acc, i64, i64, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"norm_act_grad_{suffix}")
+        fn.argtypes = [p, p, p, p, p, acc, p, p, p, i64, i64, i64, c_int]
         fn.restype = None
     return lib

@@ -12,8 +12,8 @@ import math
 
 import torch
 
+from kernels3d.reference import shifted, stencil_channels_last
 from leanseg.nn import _cext
-from leanseg.nn.functional import shifted, stencil_channels_last
 
 
 def _taps(d: int, adjoint: bool):
@@ -44,16 +44,27 @@ def _use_c(t: torch.Tensor):
     return _cext.load() if _cext.suffix(t.dtype) else None
 
 
-def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False):
-    """out[..., :m] += stencil(inp) in place (forward, or the adjoint with adjoint=True). taps_t is S^T (2d, m)."""
+def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False, stats: bool = False):
+    """out[..., :m] += stencil(inp) in place (forward, or the adjoint with adjoint=True). taps_t is S^T (2d, m).
+
+    With stats=True, returns the float64 (N, C_out) sums and sums of squares over the voxels of the updated out,
+    accumulated while it is written (what an instance norm after the convolution needs); else returns out.
+    """
     d = out.dim() - 2
     lib = _use_c(out)
     if lib is None:
-        return _gather_torch_(out, inp, taps_t, stride, adjoint)
+        _gather_torch_(out, inp, taps_t, stride, adjoint)
+        if not stats:
+            return out
+        flat = out.reshape(out.shape[0], -1, out.shape[-1]).double()  # (N, V, C)
+        return flat.sum(1), flat.square().sum(1)
     axis, sign = _taps(d, adjoint)
     mul, div = (stride, 1) if not adjoint else (1, stride)
     fn = getattr(lib, f"stencil_gather_{_cext.suffix(out.dtype)}")
     zeros = out.new_zeros(taps_t.shape[1])  # the source row of taps that fall outside the input
+    threads = _cext.threads(out.numel())
+    cs = out.shape[-1] if stats else 0
+    partial = torch.zeros(threads, 2, out.shape[0], cs, dtype=torch.float64) if stats else None
     fn(
         out.data_ptr(),
         _grid(out),
@@ -67,9 +78,56 @@ def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False):
         taps_t.shape[1],
         mul,
         div,
-        torch.get_num_threads(),
+        partial.data_ptr() if partial is not None else None,
+        cs,
+        threads,
     )
-    return out
+    if partial is None:
+        return out
+    total = partial.sum(0)
+    return total[0], total[1]
+
+
+# Up to this many channels in and out, the whole lean convolution is one pass of the C kernel lean_direct (the
+# 1x1 computed per voxel from L1) instead of a BLAS GEMM plus the stencil pass: there the GEMM is bound by memory,
+# and the direct kernel reads the input and writes the output once. Above it the GEMM's blocking wins.
+DIRECT_MAX_CHANNELS = 64
+_DIRECT_BLOCK = 16  # OB in _stencil.c: output channels per block of accumulators
+
+
+def _direct(lib, out, inp, wt, bias, taps_t, stride: int, adjoint: bool, stats: bool):
+    """out = 1x1(inp) + stencil(inp) (+ bias) in one pass; wt (C_in', C_out') is the 1x1 as input-major rows.
+
+    Forward: wt = W^T; adjoint (dx from dy): wt = W, the taps read at -e_k, the 1x1 from q / stride. Returns the
+    float64 (N, C_out) sums and sums of squares of out with stats=True.
+    """
+    d = out.dim() - 2
+    acc = _cext.acc_dtype(out.dtype)
+    axis, sign = _taps(d, adjoint)
+    mul, div = (stride, 1) if not adjoint else (1, stride)
+    cin, cout = wt.shape
+    wtp = torch.zeros(cin, -(-cout // _DIRECT_BLOCK) * _DIRECT_BLOCK, dtype=acc)  # padded to whole blocks
+    wtp[:, :cout] = wt
+    taps = taps_t.to(acc).contiguous()
+    bias = bias.to(acc).contiguous() if bias is not None else None
+    zeros = out.new_zeros(max(cin, taps_t.shape[1]))  # the source of taps and 1x1 outside the input
+    threads = _cext.threads(out.numel())
+    partial = torch.zeros(threads, 2, out.shape[0], cout, dtype=torch.float64) if stats else None
+    getattr(lib, f"lean_direct_{_cext.suffix(out.dtype)}")(
+        out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), wtp.data_ptr(),
+        bias.data_ptr() if bias is not None else None, taps.data_ptr(), zeros.data_ptr(), axis, sign, 2 * d,
+        cin, cout, taps.shape[1], mul, div, partial.data_ptr() if partial is not None else None, threads,
+    )
+    if partial is not None:
+        total = partial.sum(0)
+        return total[0], total[1]
+    return None
+
+
+def _use_direct(t: torch.Tensor, weight: torch.Tensor):
+    # not for bfloat16: there oneDNN's AMX GEMM plus the gather is faster than converting per voxel in C
+    lib = _use_c(t) if t.dtype != torch.bfloat16 else None
+    return lib if lib is not None and max(weight.shape) <= DIRECT_MAX_CHANNELS else None
 
 
 def stencil_grad(g, inp, stride: int):
@@ -86,7 +144,7 @@ def stencil_grad(g, inp, stride: int):
                 for k in range(2 * d)
             ]
         )
-    threads = torch.get_num_threads()
+    threads = _cext.threads(g.numel())
     partial = torch.zeros(threads, 2 * d, m, dtype=torch.float64)
     axis, sign = _taps(d, False)
     fn = getattr(lib, f"stencil_grad_{_cext.suffix(g.dtype)}")
@@ -137,13 +195,53 @@ def _subsample(t: torch.Tensor, stride: int) -> torch.Tensor:
     return t[(slice(None),) + (slice(None, None, stride),) * (t.dim() - 2)] if stride > 1 else t
 
 
+def conv_forward(xl, weight, st, bias, stride: int, stats: bool = False):
+    """The lean convolution of channels-last xl (N, *spatial, C_in); st is S^T (2d, m), contiguous.
+
+    Returns y (N, *out, C_out) contiguous, and with stats=True also its float64 (N, C_out) sums and sums of squares.
+    """
+    lib = _use_direct(xl, weight)
+    if lib is not None:
+        out = [xl.shape[0], *[(n - 1) // stride + 1 for n in xl.shape[1:-1]], weight.shape[0]]
+        y = xl.new_empty(out)  # (N, *out, C_out)
+        sums = _direct(lib, y, xl, weight.t(), bias, st, stride, adjoint=False, stats=stats)
+        return (y, *sums) if stats else y
+    y = _gemm(_subsample(xl, stride), weight, bias)  # (N, *out, C_out)
+    sums = stencil_gather_(y, xl, st, stride, stats=stats)
+    return (y, *sums) if stats else y
+
+
+def conv_backward(dy, xl, weight, st, stride: int, needs):
+    """Gradients (dx, dW, dS, dbias) of the lean convolution for dy (N, *out, C_out) contiguous; None where
+    needs[i] is false. dx is channels-last (N, *spatial, C_in); dS is (m, 2d)."""
+    dx = dw = ds = db = None
+    lib = _use_direct(dy, weight)
+    if needs[0] and lib is not None:
+        dx = xl.new_empty(xl.shape)
+        _direct(lib, dx, dy, weight, None, st, stride, adjoint=True, stats=False)
+    elif needs[0]:
+        if stride == 1:
+            dx = _gemm(dy, weight.t())
+        else:
+            dx = xl.new_zeros(xl.shape)
+            _subsample(dx, stride).copy_(_gemm(dy, weight.t()))
+        stencil_gather_(dx, dy, st, stride, adjoint=True)
+    if needs[1]:
+        xs = _subsample(xl, stride)
+        dw = dy.reshape(-1, dy.shape[-1]).t() @ xs.reshape(-1, xs.shape[-1])
+    if needs[2]:
+        ds = stencil_grad(dy, xl[..., : st.shape[1]], stride).t()
+    if needs[3]:
+        db = dy.reshape(-1, dy.shape[-1]).sum(0)
+    return dx, dw, ds, db
+
+
 class _LeanConvCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, stencil, bias, stride):
         xl = x.movedim(1, -1).contiguous()  # (N, *spatial, C_in): free when x is channels-last
         st = stencil.t().contiguous()  # (2d, m): one contiguous row of taps per offset
-        y = _gemm(_subsample(xl, stride), weight, bias)  # (N, *out, C_out)
-        stencil_gather_(y, xl, st, stride)
+        y = conv_forward(xl, weight, st, bias, stride)  # (N, *out, C_out)
         ctx.save_for_backward(xl, weight, st)
         ctx.stride = stride
         ctx.has_bias = bias is not None
@@ -152,27 +250,14 @@ class _LeanConvCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         xl, weight, st = ctx.saved_tensors
-        stride = ctx.stride
         dy = grad_out.movedim(1, -1).contiguous()  # (N, *out, C_out)
-        dx = dw = ds = db = None
-        if ctx.needs_input_grad[0]:
-            if stride == 1:
-                dx = _gemm(dy, weight.t())
-            else:
-                dx = xl.new_zeros(xl.shape)
-                _subsample(dx, stride).copy_(_gemm(dy, weight.t()))
-            stencil_gather_(dx, dy, st, stride, adjoint=True)
-            dx = dx.movedim(-1, 1)
-        if ctx.needs_input_grad[1]:
-            xs = _subsample(xl, stride)
-            dw = dy.reshape(-1, dy.shape[-1]).t() @ xs.reshape(-1, xs.shape[-1])
-        if ctx.needs_input_grad[2]:
-            ds = stencil_grad(dy, xl[..., : st.shape[1]], stride).t()
-        if ctx.has_bias and ctx.needs_input_grad[3]:
-            db = dy.reshape(-1, dy.shape[-1]).sum(0)
-        return dx, dw, ds, db, None
+        needs = list(ctx.needs_input_grad[:3]) + [ctx.has_bias and ctx.needs_input_grad[3]]
+        dx, dw, ds, db = conv_backward(dy, xl, weight, st, ctx.stride, needs)
+        return dx.movedim(-1, 1) if dx is not None else None, dw, ds, db, None
 
 
-def lean_conv_cpu(x, weight, stencil, bias=None, stride: int = 1) -> torch.Tensor:
+def lean_conv_cpu(
+    x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
+) -> torch.Tensor:
     """Fast CPU lean convolution (arguments as lean_conv_reference); output is channels-last in memory."""
     return _LeanConvCPU.apply(x, weight, stencil, bias, stride)

@@ -9,6 +9,10 @@
  *   adjoint, stride 2        mul = 1, div = 2, signs swapped
  * and out[q, c] += taps[k, c] * in[r, c] for c < m.
  * The reduction kernel gives dS[k, c] = sum_q g[q, c] * in[r_k(q), c] with per-thread partial sums.
+ * The gather can also accumulate the per-(n, c) sums and sums of squares of what it writes (every output channel),
+ * so that an instance norm after the convolution needs no pass of its own over the output.
+ * Each kernel is instantiated per storage type T with an accumulator type A: float/float, double/double and
+ * bfloat16/float (bf16 is stored as uint16_t and converted by hand: portable C, and GCC vectorises it).
  * Written in C rather than with torch.compile: inductor recompiles per shape and layout (10-40 s each on two
  * cores), while this file compiles once in about a second and serves every shape.
  */
@@ -16,6 +20,28 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <omp.h>
+
+static inline float bf16_load(uint16_t u) {
+    union { uint32_t i; float f; } v;
+    v.i = (uint32_t)u << 16;
+    return v.f;
+}
+
+/* round to nearest even, as torch's float -> bfloat16 conversion; NaN stays NaN. Branch-free, so that GCC
+ * vectorises the loops that store bf16. */
+static inline uint16_t bf16_store(float f) {
+    union { uint32_t i; float f; } v;
+    v.f = f;
+    uint16_t rounded = (uint16_t)((v.i + 0x7FFFu + ((v.i >> 16) & 1u)) >> 16);
+    return f != f ? (uint16_t)0x7FC0 : rounded;
+}
+
+#define LOAD_f32(x) (x)
+#define STORE_f32(x) (x)
+#define LOAD_f64(x) (x)
+#define STORE_f64(x) (x)
+#define LOAD_bf16(x) bf16_load(x)
+#define STORE_bf16(x) bf16_store(x)
 
 typedef struct {
     int64_t n, d, h, w; /* grid of this tensor */
@@ -60,29 +86,66 @@ static inline int64_t source_x(int64_t x, int64_t mul, int64_t div, int64_t shif
         p[k] = rx < 0 ? zeros : irow[k] + rx * GI.ld;                                                         \
     }
 
-#define DEFINE_KERNELS(T, SUFFIX, NT)                                                                           \
+/* stats: NULL, or (nthreads, 2, N, cs) float64 partial sums of the output after the update (channels c < cs of
+ * every output voxel, sums then sums of squares), zeroed and reduced over threads by the caller. */
+#define DEFINE_KERNELS(T, A, SUFFIX, NT)                                                                        \
 static void gather_##SUFFIX##_##NT(T *restrict out, grid_t go, const T *restrict in, grid_t gi,              \
                                    const T *restrict taps, const T *restrict zeros, const int64_t *axis,      \
-                                   const int64_t *sign, int64_t m, int64_t mul, int64_t div, int nthreads) {  \
+                                   const int64_t *sign, int64_t m, int64_t mul, int64_t div, double *stats,   \
+                                   int64_t cs, int nthreads) {                                                \
     int64_t rows = go.n * go.d * go.h;                                                                        \
-    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
-    for (int64_t row = 0; row < rows; row++) {                                                                \
-        ROW_SETUP(NT, go, gi, mul, div)                                                                       \
-        for (int64_t x = 0; x < go.w; x++) {                                                                  \
-            VOXEL_SOURCES(NT, gi, mul, div)                                                                   \
-            T *restrict o = out + (row * go.w + x) * go.ld;                                                   \
-            _Pragma("omp simd")                                                                               \
-            for (int64_t c = 0; c < m; c++) {                                                                 \
-                T a = o[c];                                                                                   \
-                for (int64_t k = 0; k < NT; k++) a += taps[k * m + c] * p[k][c];                              \
-                o[c] = a;                                                                                     \
+    _Pragma("omp parallel num_threads(nthreads)")                                                             \
+    {                                                                                                         \
+        double *restrict acc = stats ? stats + (int64_t)omp_get_thread_num() * 2 * go.n * cs : NULL;          \
+        A *restrict rs = stats ? malloc(sizeof(A) * 2 * cs) : NULL;                                           \
+        A tp[NT * m];                                                                                         \
+        for (int64_t i = 0; i < NT * m; i++) tp[i] = LOAD_##SUFFIX(taps[i]);                                  \
+        _Pragma("omp for schedule(static)")                                                                   \
+        for (int64_t row = 0; row < rows; row++) {                                                            \
+            ROW_SETUP(NT, go, gi, mul, div)                                                                   \
+            if (rs)                                                                                           \
+                for (int64_t c = 0; c < 2 * cs; c++) rs[c] = 0;                                               \
+            for (int64_t x = 0; x < go.w; x++) {                                                              \
+                VOXEL_SOURCES(NT, gi, mul, div)                                                               \
+                T *restrict o = out + (row * go.w + x) * go.ld;                                               \
+                if (rs) {                                                                                     \
+                    _Pragma("omp simd")                                                                       \
+                    for (int64_t c = 0; c < m; c++) {                                                         \
+                        A a = LOAD_##SUFFIX(o[c]);                                                            \
+                        for (int64_t k = 0; k < NT; k++) a += tp[k * m + c] * LOAD_##SUFFIX(p[k][c]);         \
+                        T t = STORE_##SUFFIX(a);                                                              \
+                        o[c] = t;                                                                             \
+                        A r = LOAD_##SUFFIX(t); /* the stored value: bf16 statistics describe the bf16 data */ \
+                        rs[c] += r;                                                                           \
+                        rs[cs + c] += r * r;                                                                  \
+                    }                                                                                         \
+                    _Pragma("omp simd")                                                                       \
+                    for (int64_t c = m; c < cs; c++) {                                                        \
+                        A r = LOAD_##SUFFIX(o[c]);                                                            \
+                        rs[c] += r;                                                                           \
+                        rs[cs + c] += r * r;                                                                  \
+                    }                                                                                         \
+                } else {                                                                                      \
+                    _Pragma("omp simd")                                                                       \
+                    for (int64_t c = 0; c < m; c++) {                                                         \
+                        A a = LOAD_##SUFFIX(o[c]);                                                            \
+                        for (int64_t k = 0; k < NT; k++) a += tp[k * m + c] * LOAD_##SUFFIX(p[k][c]);         \
+                        o[c] = STORE_##SUFFIX(a);                                                             \
+                    }                                                                                         \
+                }                                                                                             \
             }                                                                                                 \
+            if (rs)                                                                                           \
+                for (int64_t c = 0; c < cs; c++) {                                                            \
+                    acc[n * cs + c] += rs[c];                                                                 \
+                    acc[(go.n + n) * cs + c] += rs[cs + c];                                                   \
+                }                                                                                             \
         }                                                                                                     \
+        free(rs);                                                                                             \
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
 /* partial: (nthreads, NT, m) float64, zeroed by the caller and summed over threads by the caller. Each row   \
- * is summed in T (a few hundred terms), then added to the float64 partial sums: fast and accurate.  */       \
+ * is summed in A (a few hundred terms), then added to the float64 partial sums: fast and accurate.  */       \
 static void grad_##SUFFIX##_##NT(double *restrict partial, const T *restrict g, grid_t gg,                   \
                                  const T *restrict in, grid_t gi, const T *restrict zeros,                   \
                                  const int64_t *axis, const int64_t *sign, int64_t m, int64_t stride,        \
@@ -91,7 +154,7 @@ static void grad_##SUFFIX##_##NT(double *restrict partial, const T *restrict g, 
     _Pragma("omp parallel num_threads(nthreads)")                                                             \
     {                                                                                                         \
         double *restrict acc = partial + (int64_t)omp_get_thread_num() * NT * m;                              \
-        T *restrict racc = malloc(sizeof(T) * NT * m);                                                        \
+        A *restrict racc = malloc(sizeof(A) * NT * m);                                                        \
         _Pragma("omp for schedule(static)")                                                                   \
         for (int64_t row = 0; row < rows; row++) {                                                            \
             ROW_SETUP(NT, gg, gi, stride, 1)                                                                  \
@@ -101,9 +164,9 @@ static void grad_##SUFFIX##_##NT(double *restrict partial, const T *restrict g, 
                 const T *restrict gp = g + (row * gg.w + x) * gg.ld;                                          \
                 for (int64_t k = 0; k < NT; k++) {                                                            \
                     const T *restrict s = p[k];                                                               \
-                    T *restrict a = racc + k * m;                                                             \
+                    A *restrict a = racc + k * m;                                                             \
                     _Pragma("omp simd")                                                                       \
-                    for (int64_t c = 0; c < m; c++) a[c] += gp[c] * s[c];                                     \
+                    for (int64_t c = 0; c < m; c++) a[c] += LOAD_##SUFFIX(gp[c]) * LOAD_##SUFFIX(s[c]);       \
                 }                                                                                             \
             }                                                                                                 \
             for (int64_t i = 0; i < NT * m; i++) acc[i] += racc[i];                                           \
@@ -112,14 +175,114 @@ static void grad_##SUFFIX##_##NT(double *restrict partial, const T *restrict g, 
     }                                                                                                         \
 }
 
-#define DEFINE_ENTRY_POINTS(T, SUFFIX)                                                                          \
-DEFINE_KERNELS(T, SUFFIX, 4)                                                                                  \
-DEFINE_KERNELS(T, SUFFIX, 6)                                                                                  \
+/* The whole lean convolution in one pass, for the small channel counts where a BLAS GEMM over the voxels is
+ * bound by memory, not arithmetic: the input is read once and the output written once (the GEMM + gather path
+ * writes the output, then reads and writes it again). The 1x1 is register-blocked: DX voxels of a row times
+ * OB output channels of accumulators, one load of W per input channel serving DX voxels; W stays in L1.
+ * wt is (cin, coutp) in A, zero-padded to coutp = OB * ceil(cout / OB) columns (row c: the weights of input
+ * channel c for every output); taps (NT, m) in A; zeros has max(cin, m) zeros. The source of the 1x1 is
+ * r = (q * mul) / div, as for the taps with no shift, so the same kernel is the forward (mul = stride) and the
+ * adjoint (dx from dy: div = stride, wt = W, the taps' signs swapped by the caller). */
+#define DX 8
+#define OB 16
+#define DEFINE_DIRECT(T, A, SUFFIX, NT)                                                                         \
+static void direct_##SUFFIX##_##NT(T *restrict out, grid_t go, const T *restrict in, grid_t gi,              \
+                                   const A *restrict wt, const A *restrict bias, const A *restrict taps,      \
+                                   const T *restrict zeros, const int64_t *axis, const int64_t *sign,         \
+                                   int64_t cin, int64_t cout, int64_t m, int64_t mul, int64_t div,            \
+                                   double *stats, int nthreads) {                                             \
+    int64_t rows = go.n * go.d * go.h, coutp = (cout + OB - 1) / OB * OB;                                    \
+    _Pragma("omp parallel num_threads(nthreads)")                                                             \
+    {                                                                                                         \
+        double *restrict acc = stats ? stats + (int64_t)omp_get_thread_num() * 2 * go.n * cout : NULL;        \
+        A *restrict rs = stats ? malloc(sizeof(A) * 2 * cout) : NULL;                                         \
+        A *restrict vb = malloc(sizeof(A) * DX * coutp);                                                      \
+        _Pragma("omp for schedule(static)")                                                                   \
+        for (int64_t row = 0; row < rows; row++) {                                                            \
+            ROW_SETUP(NT, go, gi, mul, div)                                                                   \
+            int64_t cz = source_coord(z, mul, div, 0, gi.d), cy = source_coord(y, mul, div, 0, gi.h);         \
+            const T *crow = (cz < 0 || cy < 0) ? NULL : in + ((n * gi.d + cz) * gi.h + cy) * gi.w * gi.ld;    \
+            if (rs)                                                                                           \
+                for (int64_t c = 0; c < 2 * cout; c++) rs[c] = 0;                                             \
+            for (int64_t x0 = 0; x0 < go.w; x0 += DX) {                                                       \
+                int64_t nx = go.w - x0 < DX ? go.w - x0 : DX;                                                 \
+                const T *src[DX];                                                                             \
+                for (int64_t j = 0; j < DX; j++) {                                                            \
+                    int64_t cx = crow && j < nx ? source_x(x0 + j, mul, div, 0, gi.w) : -1;                   \
+                    src[j] = cx < 0 ? zeros : crow + cx * gi.ld;                                              \
+                }                                                                                             \
+                for (int64_t o0 = 0; o0 < coutp; o0 += OB) {                                                  \
+                    A av[DX][OB];                                                                             \
+                    for (int64_t j = 0; j < DX; j++)                                                          \
+                        for (int64_t l = 0; l < OB; l++) av[j][l] = 0;                                        \
+                    for (int64_t c = 0; c < cin; c++) {                                                       \
+                        const A *restrict wr = wt + c * coutp + o0;                                           \
+                        for (int64_t j = 0; j < DX; j++) {                                                    \
+                            A xv = LOAD_##SUFFIX(src[j][c]);                                                  \
+                            _Pragma("omp simd")                                                               \
+                            for (int64_t l = 0; l < OB; l++) av[j][l] += wr[l] * xv;                          \
+                        }                                                                                     \
+                    }                                                                                         \
+                    for (int64_t j = 0; j < DX; j++)                                                          \
+                        for (int64_t l = 0; l < OB; l++) vb[j * coutp + o0 + l] = av[j][l];                   \
+                }                                                                                             \
+                for (int64_t j = 0; j < nx; j++) {                                                            \
+                    int64_t x = x0 + j;                                                                       \
+                    A *restrict v = vb + j * coutp;                                                           \
+                    VOXEL_SOURCES(NT, gi, mul, div)                                                           \
+                    _Pragma("omp simd")                                                                       \
+                    for (int64_t o = 0; o < m; o++) {                                                         \
+                        A a = v[o];                                                                           \
+                        for (int64_t k = 0; k < NT; k++) a += taps[k * m + o] * LOAD_##SUFFIX(p[k][o]);       \
+                        v[o] = a;                                                                             \
+                    }                                                                                         \
+                    if (bias) {                                                                               \
+                        _Pragma("omp simd")                                                                   \
+                        for (int64_t o = 0; o < cout; o++) v[o] += bias[o];                                   \
+                    }                                                                                         \
+                    T *restrict po = out + (row * go.w + x) * go.ld;                                          \
+                    if (rs) {                                                                                 \
+                        _Pragma("omp simd")                                                                   \
+                        for (int64_t o = 0; o < cout; o++) {                                                  \
+                            T t = STORE_##SUFFIX(v[o]);                                                       \
+                            po[o] = t;                                                                        \
+                            A r = LOAD_##SUFFIX(t);                                                           \
+                            rs[o] += r;                                                                       \
+                            rs[cout + o] += r * r;                                                            \
+                        }                                                                                     \
+                    } else {                                                                                  \
+                        _Pragma("omp simd")                                                                   \
+                        for (int64_t o = 0; o < cout; o++) po[o] = STORE_##SUFFIX(v[o]);                      \
+                    }                                                                                         \
+                }                                                                                             \
+            }                                                                                                 \
+            if (rs)                                                                                           \
+                for (int64_t c = 0; c < cout; c++) {                                                          \
+                    acc[n * cout + c] += rs[c];                                                               \
+                    acc[(go.n + n) * cout + c] += rs[cout + c];                                               \
+                }                                                                                             \
+        }                                                                                                     \
+        free(rs);                                                                                             \
+        free(vb);                                                                                             \
+    }                                                                                                         \
+}
+
+#define DEFINE_ENTRY_POINTS(T, A, SUFFIX)                                                                       \
+DEFINE_KERNELS(T, A, SUFFIX, 4)                                                                               \
+DEFINE_KERNELS(T, A, SUFFIX, 6)                                                                               \
+DEFINE_DIRECT(T, A, SUFFIX, 4)                                                                                \
+DEFINE_DIRECT(T, A, SUFFIX, 6)                                                                                \
+void lean_direct_##SUFFIX(T *out, grid_t go, const T *in, grid_t gi, const A *wt, const A *bias, const A *taps, \
+                          const T *zeros, const int64_t *axis, const int64_t *sign, int64_t ntaps, int64_t cin,  \
+                          int64_t cout, int64_t m, int64_t mul, int64_t div, double *stats, int nthreads) {      \
+    (ntaps == 4 ? direct_##SUFFIX##_4 : direct_##SUFFIX##_6)(out, go, in, gi, wt, bias, taps, zeros, axis, sign,  \
+                                                           cin, cout, m, mul, div, stats, nthreads);           \
+}                                                                                                             \
 void stencil_gather_##SUFFIX(T *out, grid_t go, const T *in, grid_t gi, const T *taps, const T *zeros,        \
                              const int64_t *axis, const int64_t *sign, int64_t ntaps, int64_t m,              \
-                             int64_t mul, int64_t div, int nthreads) {                                        \
+                             int64_t mul, int64_t div, double *stats, int64_t cs, int nthreads) {             \
     (ntaps == 4 ? gather_##SUFFIX##_4 : gather_##SUFFIX##_6)(out, go, in, gi, taps, zeros, axis, sign, m,     \
-                                                           mul, div, nthreads);                               \
+                                                           mul, div, stats, cs, nthreads);                    \
 }                                                                                                             \
 void stencil_grad_##SUFFIX(double *partial, const T *g, grid_t gg, const T *in, grid_t gi, const T *zeros,    \
                            const int64_t *axis, const int64_t *sign, int64_t ntaps, int64_t m, int64_t stride, \
@@ -129,26 +292,35 @@ void stencil_grad_##SUFFIX(double *partial, const T *g, grid_t gg, const T *in, 
 }
 
 #define T float
-DEFINE_ENTRY_POINTS(float, f32)
+DEFINE_ENTRY_POINTS(float, float, f32)
 #undef T
 #define T double
-DEFINE_ENTRY_POINTS(double, f64)
+DEFINE_ENTRY_POINTS(double, double, f64)
+#undef T
+#define T uint16_t
+DEFINE_ENTRY_POINTS(uint16_t, float, bf16)
 #undef T
 
 /* Instance norm on channels-last (N, V, C) data, the other bandwidth-bound layer of a lean network.
  * channel_sums: sa[n, c] = sum_v a[n, v, c] and sab[n, c] = sum_v a[n, v, c] * b[n, v, c] (b = a gives the
- * second moment; a = dy, b = x gives the sums of the backward pass). Blocks of voxels are summed in T, then
+ * second moment; a = dy, b = x gives the sums of the backward pass). Blocks of voxels are summed in A, then
  * added to float64 partial sums, one row of (2, N, C) per thread, zeroed and reduced by the caller.
- * affine2: out = p * u + q * v + r with p, q, r per (n, c); v may be NULL (q unused). */
+ * Coefficients p, q, r (per (n, c), (N, C)) are of the accumulator type A.
+ * affine2: out = p * u + q * v + r; v may be NULL (q unused).
+ * norm_act: out = act(p * u + r) with act(t) = t > 0 ? t : slope * t (slope 1: none, 0: ReLU); out may be u
+ *   (in place: the norm and the activation of a block in one read and one write of its output).
+ * norm_act_grad_sums: with g = da * act'(p * z + r), sg[n, c] = sum_v g and sgz[n, c] = sum_v g * z: what the
+ *   norm's backward needs, read from the saved pre-norm z and the incoming gradient in one pass.
+ * norm_act_grad: out = P * g + Q * z + R with g as above (the norm's input gradient); out may be da or z. */
 #define NORM_BLOCK 64
-#define DEFINE_NORM(T, SUFFIX)                                                                                  \
+#define DEFINE_NORM(T, A, SUFFIX)                                                                               \
 void channel_sums_##SUFFIX(double *restrict partial, const T *restrict a, const T *restrict b, int64_t n,    \
                            int64_t v, int64_t c, int nthreads) {                                              \
     int64_t blocks = (v + NORM_BLOCK - 1) / NORM_BLOCK;                                                       \
     _Pragma("omp parallel num_threads(nthreads)")                                                             \
     {                                                                                                         \
         double *restrict acc = partial + (int64_t)omp_get_thread_num() * 2 * n * c;                           \
-        T *restrict bs = malloc(sizeof(T) * 2 * c);                                                           \
+        A *restrict bs = malloc(sizeof(A) * 2 * c);                                                           \
         _Pragma("omp for schedule(static)")                                                                   \
         for (int64_t job = 0; job < n * blocks; job++) {                                                      \
             int64_t i = job / blocks, v0 = (job % blocks) * NORM_BLOCK;                                       \
@@ -158,8 +330,9 @@ void channel_sums_##SUFFIX(double *restrict partial, const T *restrict a, const 
                 const T *restrict pa = a + (i * v + j) * c, *restrict pb = b + (i * v + j) * c;               \
                 _Pragma("omp simd")                                                                           \
                 for (int64_t k = 0; k < c; k++) {                                                             \
-                    bs[k] += pa[k];                                                                           \
-                    bs[c + k] += pa[k] * pb[k];                                                               \
+                    A va = LOAD_##SUFFIX(pa[k]);                                                              \
+                    bs[k] += va;                                                                              \
+                    bs[c + k] += va * LOAD_##SUFFIX(pb[k]);                                                   \
                 }                                                                                             \
             }                                                                                                 \
             for (int64_t k = 0; k < c; k++) {                                                                 \
@@ -171,23 +344,94 @@ void channel_sums_##SUFFIX(double *restrict partial, const T *restrict a, const 
     }                                                                                                         \
 }                                                                                                             \
                                                                                                               \
-void affine2_##SUFFIX(T *out, const T *u, const T *v_, const T *p, const T *q, const T *r, int64_t n,        \
+void affine2_##SUFFIX(T *out, const T *u, const T *v_, const A *p, const A *q, const A *r, int64_t n,        \
                       int64_t v, int64_t c, int nthreads) {                                                   \
     _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
     for (int64_t row = 0; row < n * v; row++) {                                                               \
         int64_t i = row / v;                                                                                  \
-        const T *restrict pu = u + row * c, *restrict pp = p + i * c, *restrict pr = r + i * c;               \
+        const T *restrict pu = u + row * c;                                                                   \
+        const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                           \
         T *restrict po = out + row * c;                                                                       \
         if (v_) {                                                                                             \
-            const T *restrict pv = v_ + row * c, *restrict pq = q + i * c;                                    \
+            const T *restrict pv = v_ + row * c;                                                              \
+            const A *restrict pq = q + i * c;                                                                 \
             _Pragma("omp simd")                                                                               \
-            for (int64_t k = 0; k < c; k++) po[k] = pp[k] * pu[k] + pq[k] * pv[k] + pr[k];                    \
+            for (int64_t k = 0; k < c; k++)                                                                   \
+                po[k] = STORE_##SUFFIX(pp[k] * LOAD_##SUFFIX(pu[k]) + pq[k] * LOAD_##SUFFIX(pv[k]) + pr[k]);  \
         } else {                                                                                              \
             _Pragma("omp simd")                                                                               \
-            for (int64_t k = 0; k < c; k++) po[k] = pp[k] * pu[k] + pr[k];                                    \
+            for (int64_t k = 0; k < c; k++) po[k] = STORE_##SUFFIX(pp[k] * LOAD_##SUFFIX(pu[k]) + pr[k]);     \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+void norm_act_##SUFFIX(T *out, const T *u, const A *p, const A *r, A slope, int64_t n, int64_t v, int64_t c,  \
+                       int nthreads) {                                                                        \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
+    for (int64_t row = 0; row < n * v; row++) {                                                               \
+        int64_t i = row / v;                                                                                  \
+        const T *pu = u + row * c;                                                                            \
+        const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                           \
+        T *po = out + row * c;                                                                                \
+        _Pragma("omp simd")                                                                                   \
+        for (int64_t k = 0; k < c; k++) {                                                                     \
+            A t = pp[k] * LOAD_##SUFFIX(pu[k]) + pr[k];                                                       \
+            po[k] = STORE_##SUFFIX(t > 0 ? t : slope * t);                                                    \
+        }                                                                                                     \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+void norm_act_grad_sums_##SUFFIX(double *restrict partial, const T *restrict da, const T *restrict z,        \
+                                 const A *restrict p, const A *restrict r, A slope, int64_t n, int64_t v,    \
+                                 int64_t c, int nthreads) {                                                   \
+    int64_t blocks = (v + NORM_BLOCK - 1) / NORM_BLOCK;                                                       \
+    _Pragma("omp parallel num_threads(nthreads)")                                                             \
+    {                                                                                                         \
+        double *restrict acc = partial + (int64_t)omp_get_thread_num() * 2 * n * c;                           \
+        A *restrict bs = malloc(sizeof(A) * 2 * c);                                                           \
+        _Pragma("omp for schedule(static)")                                                                   \
+        for (int64_t job = 0; job < n * blocks; job++) {                                                      \
+            int64_t i = job / blocks, v0 = (job % blocks) * NORM_BLOCK;                                       \
+            int64_t v1 = v0 + NORM_BLOCK < v ? v0 + NORM_BLOCK : v;                                           \
+            const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                       \
+            for (int64_t k = 0; k < 2 * c; k++) bs[k] = 0;                                                    \
+            for (int64_t j = v0; j < v1; j++) {                                                               \
+                const T *restrict pa = da + (i * v + j) * c, *restrict pz = z + (i * v + j) * c;              \
+                _Pragma("omp simd")                                                                           \
+                for (int64_t k = 0; k < c; k++) {                                                             \
+                    A zk = LOAD_##SUFFIX(pz[k]);                                                              \
+                    A g = LOAD_##SUFFIX(pa[k]) * (pp[k] * zk + pr[k] > 0 ? (A)1 : slope);                     \
+                    bs[k] += g;                                                                               \
+                    bs[c + k] += g * zk;                                                                      \
+                }                                                                                             \
+            }                                                                                                 \
+            for (int64_t k = 0; k < c; k++) {                                                                 \
+                acc[i * c + k] += bs[k];                                                                      \
+                acc[(n + i) * c + k] += bs[c + k];                                                            \
+            }                                                                                                 \
+        }                                                                                                     \
+        free(bs);                                                                                             \
+    }                                                                                                         \
+}                                                                                                             \
+                                                                                                              \
+void norm_act_grad_##SUFFIX(T *out, const T *da, const T *z, const A *p, const A *r, A slope, const A *P,     \
+                            const A *Q, const A *R, int64_t n, int64_t v, int64_t c, int nthreads) {          \
+    _Pragma("omp parallel for num_threads(nthreads) schedule(static)")                                        \
+    for (int64_t row = 0; row < n * v; row++) {                                                               \
+        int64_t i = row / v;                                                                                  \
+        const T *pa = da + row * c, *pz = z + row * c;                                                        \
+        const A *restrict pp = p + i * c, *restrict pr = r + i * c;                                           \
+        const A *restrict PP = P + i * c, *restrict QQ = Q + i * c, *restrict RR = R + i * c;                 \
+        T *po = out + row * c;                                                                                \
+        _Pragma("omp simd")                                                                                   \
+        for (int64_t k = 0; k < c; k++) {                                                                     \
+            A zk = LOAD_##SUFFIX(pz[k]);                                                                      \
+            A g = LOAD_##SUFFIX(pa[k]) * (pp[k] * zk + pr[k] > 0 ? (A)1 : slope);                             \
+            po[k] = STORE_##SUFFIX(PP[k] * g + QQ[k] * zk + RR[k]);                                           \
         }                                                                                                     \
     }                                                                                                         \
 }
 
-DEFINE_NORM(float, f32)
-DEFINE_NORM(double, f64)
+DEFINE_NORM(float, float, f32)
+DEFINE_NORM(double, double, f64)
+DEFINE_NORM(uint16_t, float, bf16)

@@ -13,11 +13,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.errors import LeanSegError
+from leanseg.nn import fused
 from leanseg.nn.factories import (
     CONV,
     CONV_TRANSPOSE,
     INTERP_MODE,
+    LayerSpec,
     act_layer,
     check_conv_kind,
     check_dims,
@@ -25,15 +26,14 @@ from leanseg.nn.factories import (
     has_norm,
     norm_layer,
 )
-
-UP_MODES = ("interp", "transpose")
+from leanseg.options import ConvKind, UpMode, look_up_option
 
 
 class ConvNormAct(nn.Module):
     """3x3(x3) convolution (lean or dense, stride 1 or 2), then norm, then activation."""
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, conv: str = "lean",
-                 norm="instance", act="leakyrelu"):
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1,
+                 conv: str | ConvKind = "lean", norm: LayerSpec = "instance", act: LayerSpec = "leakyrelu"):
         super().__init__()
         # a bias just before a norm is removed by the norm's mean: only keep it when there is no norm
         self.conv = conv_layer(conv, spatial_dims, in_channels, out_channels, stride, bias=not has_norm(norm))
@@ -42,10 +42,11 @@ class ConvNormAct(nn.Module):
         if has_norm(norm) and hasattr(self.act, "inplace"):
             # the norm's output is a fresh tensor that neither norm keeps for its backward: activating it in place
             # saves one activation-sized buffer per block
-            self.act.inplace = True
+            setattr(self.act, "inplace", True)  # noqa: B010  (nn.Module's attribute typing hides `inplace`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
+        y = fused.conv_norm_act(self, x)  # the CPU's fused kernels where they apply (leanseg.nn.fused)
+        return y if y is not None else self.act(self.norm(self.conv(x)))  # (N, C_out, *spatial / stride)
 
 
 class ResidualBlock(nn.Module):
@@ -57,7 +58,7 @@ class ResidualBlock(nn.Module):
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int | None = None, stride: int = 1,
-                 conv: str = "lean", norm="instance", act="leakyrelu"):
+                 conv: str | ConvKind = "lean", norm: LayerSpec = "instance", act: LayerSpec = "leakyrelu"):
         super().__init__()
         out_channels = out_channels or in_channels
         self.skip = in_channels == out_channels and stride == 1
@@ -81,8 +82,9 @@ class DownBlock(nn.Module):
     (a dense 3x3 where the input has few channels, as the paper advises).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 2, conv: str = "lean",
-                 norm="instance", act="leakyrelu", residual: bool = False, first_conv: str | None = None):
+    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 2,
+                 conv: str | ConvKind = "lean", norm: LayerSpec = "instance", act: LayerSpec = "leakyrelu",
+                 residual: bool = False, first_conv: str | ConvKind | None = None):
         super().__init__()
         self.down = ConvNormAct(spatial_dims, in_channels, out_channels, stride, first_conv or conv, norm, act)
         body = ResidualBlock if residual else ConvNormAct
@@ -108,8 +110,8 @@ class LeanConvTranspose(nn.Module):
         return self.up(self.mix(x))  # (N, C_out, *2 spatial)
 
 
-def _transpose_layer(kind: str, spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
-    if check_conv_kind(kind) == "lean":
+def _transpose_layer(kind: str | ConvKind, spatial_dims: int, in_channels: int, out_channels: int) -> nn.Module:
+    if check_conv_kind(kind) == ConvKind.LEAN:
         return LeanConvTranspose(spatial_dims, in_channels, out_channels)
     return CONV_TRANSPOSE[check_dims(spatial_dims)](in_channels, out_channels, 2, stride=2)
 
@@ -123,14 +125,13 @@ class UpBlock(nn.Module):
     n to ceil(n / 2), and the decoder returns exactly n.
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, skip_channels: int, out_channels: int, conv: str = "lean",
-                 norm="instance", act="leakyrelu", up: str = "interp"):
+    def __init__(self, spatial_dims: int, in_channels: int, skip_channels: int, out_channels: int,
+                 conv: str | ConvKind = "lean", norm: LayerSpec = "instance", act: LayerSpec = "leakyrelu",
+                 up: str | UpMode = "interp"):
         super().__init__()
-        if up not in UP_MODES:
-            raise LeanSegError(f"unknown up {up!r}; choose from {', '.join(UP_MODES)}")
-        self.mode = up
+        self.mode = look_up_option(up, UpMode, what="up").value
         self.interp = INTERP_MODE[check_dims(spatial_dims)]
-        if up == "interp":
+        if self.mode == UpMode.INTERP:
             self.up = conv_layer(conv, spatial_dims, in_channels, skip_channels, bias=True)
         else:
             self.up = _transpose_layer(conv, spatial_dims, in_channels, skip_channels)
@@ -138,11 +139,18 @@ class UpBlock(nn.Module):
         self.body = ConvNormAct(spatial_dims, out_channels, out_channels, conv=conv, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.body(self.merge(x, skip))  # (N, C_out, *skip)
+
+    def merge(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The first half of forward: up, concatenate, fuse. (N, C_out, *skip)"""
+        y = fused.up_merge(self, x, skip)  # in CPU inference, without building the concatenation
+        if y is not None:
+            return y
         size = skip.shape[2:]
         x = self.up(x)  # (N, C_skip, *coarse) or (N, C_skip, *2 coarse)
-        if self.mode == "interp":
+        if self.mode == UpMode.INTERP:
             x = F.interpolate(x, size=size, mode=self.interp, align_corners=False)
         else:
             x = x[(slice(None), slice(None)) + tuple(slice(0, n) for n in size)]
         x = torch.cat([skip, x], dim=1)  # (N, 2 C_skip, *skip)
-        return self.body(self.fuse(x))  # (N, C_out, *skip)
+        return self.fuse(x)  # (N, C_out, *skip)

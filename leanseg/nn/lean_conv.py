@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from leanseg.nn.functional import STRIDES, dense_weight, lean_conv
+from kernels3d.reference import STRIDES, dense_weight
+from leanseg.nn.functional import lean_conv
 
 
 class LeanConv(nn.Module):
@@ -54,13 +55,7 @@ class LeanConv(nn.Module):
             nn.init.zeros_(self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != self.spatial_dims + 2:
-            raise ValueError(
-                f"input must have {self.spatial_dims + 2} dims for spatial_dims={self.spatial_dims}, "
-                f"got shape {tuple(x.shape)}"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(f"input has {x.shape[1]} channels, expected in_channels={self.in_channels}")
+        # the shapes are checked once, by the dispatcher (the stencil's width fixes the spatial dims)
         return lean_conv(x, self.weight, self.stencil, self.bias, self.stride)  # (N, C_out, *out)
 
     def dense_weight(self) -> torch.Tensor:
@@ -88,7 +83,7 @@ class LeanReport:
     """What lean() did: the layers it replaced and the weights of the whole model before and after."""
 
     replaced: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # 3x3(x3) convs it could not replace, with the reason
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, reason) of 3x3(x3) convs it kept
     weights_before: int = 0
     weights_after: int = 0
 
@@ -105,7 +100,7 @@ class LeanReport:
         return "\n".join(lines)
 
 
-def _why_not(conv: nn.Module) -> str | None:
+def _why_not(conv: nn.Conv2d | nn.Conv3d) -> str | None:
     """None when conv is a 3x3(x3) convolution LeanConv can replace, else the reason it cannot."""
     d = 2 if isinstance(conv, nn.Conv2d) else 3
     if tuple(conv.kernel_size) != (3,) * d:
@@ -131,7 +126,9 @@ def lean(model: nn.Module) -> LeanReport:
     training. Transposed convolutions and other kernel sizes are left alone.
     """
     report = LeanReport(weights_before=sum(p.numel() for p in model.parameters()))
-    targets = [(name, m) for name, m in model.named_modules() if type(m) in (nn.Conv2d, nn.Conv3d)]
+    # exact types only: a subclass may change what forward does
+    targets = [(name, m) for name, m in model.named_modules()
+               if isinstance(m, nn.Conv2d | nn.Conv3d) and type(m) in (nn.Conv2d, nn.Conv3d)]
     for name, conv in targets:
         why = _why_not(conv)
         if why:

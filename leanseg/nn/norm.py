@@ -22,10 +22,10 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor | None:
     return xl.reshape(x.shape[0], -1, x.shape[1]) if xl.is_contiguous() else None
 
 
-def _sums(lib, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_sums(lib, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """sum_v a and sum_v a * b per (n, c), float64, for (N, V, C) tensors."""
     n, v, c = a.shape
-    threads = torch.get_num_threads()
+    threads = _cext.threads(a.numel())
     partial = torch.zeros(threads, 2, n, c, dtype=torch.float64)
     getattr(lib, f"channel_sums_{_cext.suffix(a.dtype)}")(
         partial.data_ptr(), a.data_ptr(), b.data_ptr(), n, v, c, threads
@@ -35,10 +35,11 @@ def _sums(lib, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def _affine(lib, out, u, p, r, v=None, q=None) -> None:
-    """out = p * u + q * v + r, coefficients per (n, c); tensors (N, V, C), coefficients (N, C) of u's dtype."""
+    """out = p * u + q * v + r, coefficients per (n, c); tensors (N, V, C), coefficients (N, C) (float64 is fine)."""
     n, vox, c = u.shape
-    p, r = p.to(u.dtype).contiguous(), r.to(u.dtype).contiguous()
-    q = q.to(u.dtype).contiguous() if q is not None else None
+    acc = _cext.acc_dtype(u.dtype)
+    p, r = p.to(acc).contiguous(), r.to(acc).contiguous()
+    q = q.to(acc).contiguous() if q is not None else None
     getattr(lib, f"affine2_{_cext.suffix(u.dtype)}")(
         out.data_ptr(),
         u.data_ptr(),
@@ -49,7 +50,54 @@ def _affine(lib, out, u, p, r, v=None, q=None) -> None:
         n,
         vox,
         c,
-        torch.get_num_threads(),
+        _cext.threads(u.numel()),
+    )
+
+
+def norm_coefficients(s1, s2, count: int, weight, bias, eps: float):
+    """From the float64 (N, C) sums and sums of squares of `count` voxels: mean, 1/std and the affine map
+    y = scale * x + shift of the normalised (and scaled, shifted) output, all float64 (N, C)."""
+    mean = s1 / count
+    rstd = torch.rsqrt((s2 / count - mean * mean).clamp_min(0) + eps)  # float64: no cancellation to speak of
+    scale = rstd * weight.double() if weight is not None else rstd
+    shift = (bias.double() if bias is not None else 0) - mean * scale
+    return mean, rstd, scale, shift
+
+
+def _coef(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N, C) coefficients in the accumulator type of the C kernels for data of like's dtype."""
+    return t.to(_cext.acc_dtype(like.dtype)).contiguous()
+
+
+def norm_act_(lib, out, u, scale, shift, slope: float) -> None:
+    """out = act(scale * u + shift) for (N, V, C) views, act(t) = t if t > 0 else slope * t; out may be u."""
+    n, v, c = u.shape
+    p, r = _coef(scale, u), _coef(shift, u)  # named: a temporary's memory would be freed before the call
+    getattr(lib, f"norm_act_{_cext.suffix(u.dtype)}")(
+        out.data_ptr(), u.data_ptr(), p.data_ptr(), r.data_ptr(), slope, n, v, c, _cext.threads(u.numel())
+    )
+
+
+def norm_act_grad_sums(lib, da, z, scale, shift, slope: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """With g = da * act'(scale * z + shift): float64 (N, C) sums of g and of g * z, for (N, V, C) views."""
+    n, v, c = z.shape
+    threads = _cext.threads(z.numel())
+    partial = torch.zeros(threads, 2, n, c, dtype=torch.float64)
+    p, r = _coef(scale, z), _coef(shift, z)
+    getattr(lib, f"norm_act_grad_sums_{_cext.suffix(z.dtype)}")(
+        partial.data_ptr(), da.data_ptr(), z.data_ptr(), p.data_ptr(), r.data_ptr(), slope, n, v, c, threads
+    )
+    total = partial.sum(0)
+    return total[0], total[1]
+
+
+def norm_act_grad_(lib, out, da, z, scale, shift, slope: float, p, q, r) -> None:
+    """out = p * g + q * z + r with g = da * act'(scale * z + shift), (N, V, C) views; out may be da or z."""
+    n, v, c = z.shape
+    coefs = [_coef(t, z) for t in (scale, shift, p, q, r)]
+    getattr(lib, f"norm_act_grad_{_cext.suffix(z.dtype)}")(
+        out.data_ptr(), da.data_ptr(), z.data_ptr(), coefs[0].data_ptr(), coefs[1].data_ptr(), slope,
+        *[t.data_ptr() for t in coefs[2:]], n, v, c, _cext.threads(z.numel()),
     )
 
 
@@ -57,12 +105,8 @@ class _InstanceNormCL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, eps, lib):
         xl = _channels_last(x)  # (N, V, C)
-        s1, s2 = _sums(lib, xl, xl)
-        count = xl.shape[1]
-        mean = s1 / count
-        rstd = torch.rsqrt((s2 / count - mean * mean).clamp_min(0) + eps)  # float64: no cancellation to speak of
-        scale = rstd * weight.double() if weight is not None else rstd
-        shift = (bias.double() if bias is not None else 0) - mean * scale
+        s1, s2 = channel_sums(lib, xl, xl)
+        mean, rstd, scale, shift = norm_coefficients(s1, s2, xl.shape[1], weight, bias, eps)
         y = torch.empty_like(x)  # same (channels-last) layout as x
         _affine(lib, _channels_last(y), xl, scale, shift)
         ctx.save_for_backward(x, weight, mean, rstd)
@@ -79,7 +123,7 @@ class _InstanceNormCL(torch.autograd.Function):
         if dyl is None:
             dy = dy.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
             dyl = _channels_last(dy)
-        sdy, sdyx = _sums(lib, dyl, xl)
+        sdy, sdyx = channel_sums(lib, dyl, xl)
         sdyxhat = (sdyx - mean * sdy) * rstd  # sum of dy * xhat per (n, c)
         gain = rstd * weight.double() if weight is not None else rstd
         # dx = gain * (dy - mean_v(dy) - xhat * mean_v(dy * xhat)), written as p * dy + q * x + r

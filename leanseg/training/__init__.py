@@ -1,4 +1,4 @@
-"""Training: one loop for every task in pipelines/ (``train``), its run options (``TrainConfig``) and result."""
+"""Training: one loop for every registered task (``train``), its run options (``TrainConfig``) and result."""
 
 from leanseg.training.loop import TrainConfig, TrainResult, train
 

@@ -41,6 +41,7 @@ def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None,
     import nibabel as nib
 
     from leanseg.checkpoint import load_model
+    from leanseg.io import read_volume
     from leanseg.metrics import evaluate
     from leanseg.prediction import predict
     from leanseg.training import TrainConfig, train
@@ -68,10 +69,10 @@ def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None,
             nib.save(nib.Nifti1Image(channel, np.eye(4)), path)
         nib.save(nib.Nifti1Image(truth, np.eye(4)), f"{stem}_seg.nii.gz")
         pred = predict(files, checkpoint, output=f"{stem}_pred.nii.gz", progress=False)
-        scores = evaluate(pred, f"{stem}_seg.nii.gz", regions=checkpoint[1]["regions"])
+        scores = evaluate(pred, f"{stem}_seg.nii.gz", labels=checkpoint[1].label_manager)
         rows.append({r: scores[r]["dice"] for r in ("WT", "TC", "ET")})
         if i == 0:
-            _preview(image, np.asarray(nib.load(pred).dataobj), out / "heldout_000_preview.png")
+            _preview(image, read_volume(pred)[0][0].astype(np.int64), out / "heldout_000_preview.png")
     mean = {r: float(np.mean([row[r] for row in rows])) for r in ("WT", "TC", "ET")}
     return {"per_case": rows, "mean": mean, "mean_dice": float(np.mean(list(mean.values()))),
             "train_seconds": train_s, "total_seconds": time.perf_counter() - t0,

@@ -18,13 +18,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from leanseg import env
+from leanseg.checkpoint import model_spec, save_model
 from leanseg.errors import LeanSegError
-from leanseg.training import checkpoint as ckpt
+from leanseg.io import check_output
+from leanseg.options import Schedule, look_up_option, parse_window, resolve_device
+from leanseg.tasks import Task, get_task
 from leanseg.training.state import load_state, save_state
 
 
@@ -66,8 +71,7 @@ def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list
 
 def make_schedule(optimizer, kind: str, total_steps: int):
     """Per-step LR multiplier: cosine to zero, or nnU-Net's poly (1 - t/T)^0.9."""
-    if kind not in ("cosine", "poly"):
-        raise LeanSegError(f"unknown schedule {kind!r}; choose cosine or poly")
+    kind = look_up_option(kind, Schedule, what="schedule").value
     total = max(1, total_steps)
 
     def factor(step: int) -> float:
@@ -89,9 +93,9 @@ class _Dist:
     """torchrun's environment: rank, world size, and whether this call started the process group."""
 
     def __init__(self, device: torch.device):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.world = env.world_size()
+        self.rank = env.rank()
+        self.local_rank = env.local_rank()
         self.owner = False
         if self.world > 1 and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
@@ -113,9 +117,9 @@ class _Dist:
 
 def _pick_device(name: str | None) -> torch.device:
     if name:
-        return torch.device(name)
+        return resolve_device(name)
     if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", env.local_rank())
     return torch.device("cpu")
 
 
@@ -125,31 +129,41 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(task: str, *, data: str | Path | None = None, synthetic: int | None = None,
+def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | None = None,
           config: TrainConfig | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
           build_model: Callable | None = None, **task_options) -> TrainResult:
-    """Train ``task`` (a name in pipelines.TASKS) on the cases under ``data`` or on ``synthetic`` generated ones.
+    """Train ``task`` (a registered task name, see ``leanseg.tasks``, or a ``Task``) on the cases under ``data`` or
+    on ``synthetic`` generated ones.
 
     ``task_options`` override fields of the task's Config (epochs, lr, batch_size, window, model, model_kwargs...).
     ``on_epoch_end(epoch, row)`` runs on rank 0 after each epoch's checkpoint (tests use it to simulate a kill).
-    ``build_model(task_config)`` replaces the task's model (benchmarks use it for models outside the registry).
+    ``build_model(task)`` replaces the task's model; it must come from a registered constructor
+    (``@leanseg.models.register`` + ``leanseg.models.create``) so that its checkpoints can rebuild it.
     """
     from monai.data import CacheDataset, DataLoader, Dataset
 
-    from pipelines import get_task
-
     cfg = config or TrainConfig()
-    mod = get_task(task)
-    unknown = sorted(set(task_options) - {f.name for f in dataclasses.fields(mod.Config)})
-    if unknown:
-        raise LeanSegError(f"task {task!r} has no option {unknown[0]!r}")
-    tcfg = mod.Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in task_options.items()})
+    if isinstance(task, Task):
+        if task_options:
+            raise LeanSegError("options go into the Task's config when a Task object is given")
+    else:
+        task = get_task(task, **task_options)
     if (data is None) == (synthetic is None):
         raise LeanSegError("give either a data folder or a number of synthetic cases, not both or neither")
     if synthetic is not None and synthetic < 1:
-        raise LeanSegError(f"--synthetic needs a positive number of cases, got {synthetic}")
-    if synthetic is not None and hasattr(mod, "synthetic_window"):
-        tcfg = dataclasses.replace(tcfg, window=mod.synthetic_window(tcfg))
+        raise LeanSegError(f"synthetic needs a positive number of cases, got {synthetic}")
+    tcfg = task.config
+    if tcfg.epochs < 1:
+        raise LeanSegError(f"epochs must be at least 1, got {tcfg.epochs}")
+    if tcfg.batch_size < 1:
+        raise LeanSegError(f"batch_size must be at least 1, got {tcfg.batch_size}")
+    if not math.isfinite(tcfg.lr) or tcfg.lr <= 0:
+        raise LeanSegError(f"lr must be a positive number, got {tcfg.lr}")
+    task.config = tcfg = dataclasses.replace(tcfg, window=parse_window(tcfg.window, tcfg.spatial_dims))
+    if cfg.num_workers < 0:
+        raise LeanSegError(f"workers (num_workers) must be 0 or more, got {cfg.num_workers}")
+    if synthetic is not None:
+        tcfg = task.config = dataclasses.replace(tcfg, window=task.synthetic_window())
 
     device = _pick_device(cfg.device)
     dist = _Dist(device)
@@ -158,29 +172,40 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
     _seed_all(cfg.seed)
     out = Path(cfg.out)
     try:
-        cases = mod.discover(data) if data is not None else mod.synthetic(synthetic, cfg.seed, tcfg)
-        if hasattr(mod, "configure"):  # classes that only the data can tell (seg2d mask values, CIFAR-100)
-            tcfg = mod.configure(tcfg, cases)
+        cases = task.discover(data) if data is not None else task.synthetic(int(synthetic or 0), cfg.seed)
+        task.configure(cases)  # classes or channels that only the data can tell (seg2d, CIFAR-100)
+        tcfg = task.config
         train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
+        model = (build_model(task) if build_model is not None else task.model()).to(device)
+        spec = model_spec(model)
+        if spec is None:
+            raise LeanSegError(f"{type(model).__name__} was not built by leanseg.models.create, so its checkpoints "
+                               "could not rebuild it: register its constructor with @leanseg.models.register and "
+                               "build it with leanseg.models.create")
         if dist.main:
-            out.mkdir(parents=True, exist_ok=True)
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                check_output(out / "last.safetensors", [])
+            except OSError as err:
+                raise LeanSegError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
 
-        train_tf, val_tf = mod.transforms(tcfg, train=True), mod.transforms(tcfg, train=False)
+        train_tf, val_tf = task.transforms(train=True), task.transforms(train=False)
         cache = cfg.cache if cfg.cache is not None else len(cases) <= 64
+        train_ds: Dataset
+        val_ds: Dataset
         if cache:
             train_ds = CacheDataset(train_cases, train_tf, num_workers=None, progress=False)
             val_ds = CacheDataset(val_cases, val_tf, num_workers=None, progress=False)
         else:
             train_ds, val_ds = Dataset(train_cases, train_tf), Dataset(val_cases, val_tf)
 
-        model = (build_model or mod.model)(tcfg).to(device)
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                   else None) if dist.world > 1 else model
         optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
         per_rank = math.ceil(len(train_ds) / dist.world)
         steps_per_epoch = max(1, math.ceil(per_rank / tcfg.batch_size))
         scheduler = make_schedule(optimizer, tcfg.schedule, tcfg.epochs * steps_per_epoch)
-        loss_fn = mod.loss(tcfg)
+        loss_fn = task.loss()
         use_amp = cfg.amp and device.type == "cuda"
         if cfg.amp and not use_amp and dist.main:
             print("leanseg: --amp is for GPUs; training in float32 on the CPU")
@@ -188,7 +213,8 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
 
         state_path, metrics_path = out / "train_state.safetensors", out / "metrics.csv"
-        start, best = 0, {"score": -math.inf, "metrics": {}}
+        start = 0
+        best: dict[str, Any] = {"score": -math.inf, "metrics": {}}
         if cfg.resume:
             finished, extra = load_state(state_path, model, optimizer, scheduler)
             start, best = finished + 1, extra.get("best", best)
@@ -196,14 +222,14 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
                 _truncate_csv(metrics_path, finished)
         elif dist.main and metrics_path.exists():
             metrics_path.unlink()
-        meta = mod.checkpoint_meta(tcfg) | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}"}
+        fields = task.checkpoint_fields() | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}"}
         writer = _tensorboard(out) if dist.main else None
 
         result = TrainResult(out=out, model=model)
         seconds = []
         for epoch in range(start, tcfg.epochs):
             t0 = time.perf_counter()
-            rows = _train_epoch(net, train_ds, optimizer, scheduler, scaler, loss_fn, mod, tcfg, cfg, dist, device,
+            rows = _train_epoch(net, train_ds, optimizer, scheduler, scaler, loss_fn, task, cfg, dist, device,
                                 epoch, use_amp, amp_dtype, result.step_losses, DataLoader)
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]} | rows
             seconds.append(time.perf_counter() - t0)
@@ -211,9 +237,9 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
             validate = len(val_ds) and ((epoch + 1) % cfg.val_every == 0 or epoch + 1 == tcfg.epochs)
             if validate and dist.main:
                 model.eval()
-                val_loader = DataLoader(val_ds, batch_size=getattr(tcfg, "val_batch_size", 1), shuffle=False)
+                val_loader = DataLoader(val_ds, batch_size=tcfg.val_batch_size, shuffle=False)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    row |= {f"val_{k}": v for k, v in mod.evaluate(model, val_loader, tcfg, device).items()}
+                    row |= {f"val_{k}": v for k, v in task.evaluate(model, val_loader, device).items()}
                 model.train()
             dist.barrier()
             if dist.main:
@@ -221,8 +247,8 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
                 if validate and score > best["score"]:
                     best = {"score": score, "epoch": epoch,
                             "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
-                    ckpt.save(model, out / "best.safetensors", meta | {"epoch": epoch, "metrics": best})
-                ckpt.save(model, out / "last.safetensors", meta | {"epoch": epoch})
+                    save_model(model, out / "best.safetensors", **fields, epoch=epoch, metrics=best)
+                save_model(model, out / "last.safetensors", **fields, epoch=epoch)
                 save_state(state_path, model, optimizer, scheduler, epoch, {"best": best})
                 _append_csv(metrics_path, row)
                 if writer is not None:
@@ -244,7 +270,7 @@ def train(task: str, *, data: str | Path | None = None, synthetic: int | None = 
         dist.close()
 
 
-def _user_error(err: BaseException) -> LeanSegError | None:
+def _user_error(err: BaseException | None) -> LeanSegError | None:
     """The LeanSegError behind ``err``: MONAI's Compose re-raises a transform's error as a RuntimeError."""
     seen = set()
     while err is not None and id(err) not in seen:
@@ -255,15 +281,17 @@ def _user_error(err: BaseException) -> LeanSegError | None:
     return None
 
 
-def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, mod, tcfg, cfg, dist, device, epoch,
+def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, task, cfg, dist, device, epoch,
                  use_amp, amp_dtype, step_losses, DataLoader) -> dict:
     from tqdm.auto import tqdm
 
+    tcfg = task.config
     # the data pipeline's randomness is a function of (seed, epoch, rank) only: resuming needs no loader state
     data_seed = (cfg.seed * 1_000_003 + epoch * 1_009 + dist.rank) % 2**31
     if hasattr(dataset, "transform") and hasattr(dataset.transform, "set_random_state"):
         dataset.transform.set_random_state(seed=data_seed)
     gen = torch.Generator().manual_seed(data_seed)
+    sampler: torch.utils.data.Sampler
     if dist.world > 1:
         sampler = torch.utils.data.DistributedSampler(dataset, dist.world, dist.rank, shuffle=True, seed=cfg.seed)
         sampler.set_epoch(epoch)
@@ -272,7 +300,8 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, mod, tcfg,
     loader = DataLoader(dataset, batch_size=tcfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         generator=gen, drop_last=False)
     net.train()
-    losses, scores = [], {}
+    losses: list[float] = []
+    scores: dict[str, list[float]] = {}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=not (cfg.progress and dist.main),
                leave=False, dynamic_ncols=True)
     for batch in bar:
@@ -293,7 +322,7 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, mod, tcfg,
         scheduler.step()
         losses.append(loss.item())
         step_losses.append(losses[-1])
-        for k, v in mod.batch_score(logits.detach().float(), target, tcfg).items():
+        for k, v in task.batch_score(logits.detach().float(), target).items():
             scores.setdefault(k, []).append(v)
         bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{k: f"{np.mean(v):.3f}" for k, v in scores.items()})
     return {"train_loss": float(np.mean(losses))} | {f"train_{k}": float(np.mean(v)) for k, v in scores.items()}

@@ -29,7 +29,8 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
-    np_state = np.random.get_state()  # noqa: NPY002  (saving the legacy global RNG is the point)
+    # the legacy global RNG is what third-party code draws from; legacy=True makes it a tuple
+    np_state: tuple = np.random.get_state(legacy=True)  # type: ignore[assignment]  # noqa: NPY002
     tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(np_state[1].astype(np.int64))}
     if torch.cuda.is_available():
         tensors |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
@@ -86,14 +87,18 @@ def load_state(path: Path, model: torch.nn.Module, optimizer, scheduler) -> tupl
     except RuntimeError as err:
         raise LeanSegError(f"{path}: the saved model does not match this run's model ({str(err).splitlines()[0]})"
                            ) from None
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for idx, slot in meta["optim_scalars"].items():
-        state.setdefault(int(idx), {}).update(slot)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    _set_rng_state(tensors, meta["rng"])
-    return meta["epoch"], meta["extra"]
+    try:  # a hand-edited or foreign state: any missing key or wrong type is one error naming the file
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                state.setdefault(int(idx), {})[name] = value
+        for idx, slot in meta["optim_scalars"].items():
+            state.setdefault(int(idx), {}).update(slot)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        scheduler.load_state_dict(meta["scheduler"])
+        _set_rng_state(tensors, meta["rng"])
+        epoch, extra = int(meta["epoch"]), dict(meta["extra"])
+    except (KeyError, ValueError, TypeError, IndexError, AttributeError, RuntimeError) as err:
+        raise LeanSegError(f"{path}: damaged training state ({type(err).__name__}: {err})") from None
+    return epoch, extra

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from leanseg.cli.main import main
 
 
@@ -29,3 +31,37 @@ def test_usage_errors_exit_2(capsys):
     assert main(["bench", "conv", "--no-such-option"]) == 2
     assert main(["no-such-command"]) == 2
     assert "No such command" in capsys.readouterr().err
+
+
+def test_command_modules_do_not_import_main():
+    """main.py registers the command functions; no command module imports it back (see tests/test_import_graph)."""
+    code = ("import sys; import leanseg.cli.predict_cmd, leanseg.cli.train_cmd, leanseg.cli.bench_conv; "
+            "assert 'leanseg.cli.main' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_lists_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("models", "train", "demo", "predict", "evaluate", "bench"))
+    assert main(["bench", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("conv", "unet", "stream", "brats"))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--task", "brast", "--synthetic", "2"], "unknown task 'brast'; did you mean 'brats'?"),
+    (["train", "--task", "brats", "--synthetic", "2", "--schedule", "cosin"],
+     "unknown schedule 'cosin'; did you mean 'cosine'?"),
+    (["train", "--task", "brats", "--synthetic", "2", "--window", "64,0,64"],
+     "--window '64,0,64': sizes must be positive integers"),
+    (["train", "--task", "brats", "--synthetic", "2", "--window", "64,64"],
+     "--window '64,64': needs 1 or 3 sizes for 3D data, got 2"),
+    (["train", "--task", "brats", "--synthetic", "2", "--device", "mps"], "--device 'mps': not supported"),
+    (["predict", "x.nii.gz", "-m", "m.safetensors", "--window", "big"],
+     "--window 'big': expected an integer or comma-separated integers"),
+])
+def test_option_errors_are_one_line_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"leanseg: error: {message}"), err

@@ -164,11 +164,11 @@ def test_regions_become_labels(tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
     ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels=None, window=[8, 8, 8])
     meta = json.loads(__import__("safetensors").safe_open(str(ckpt), "pt").metadata()["leanseg"])
-    from leanseg.prediction import Decoder
+    from leanseg.labels import LabelManager
 
-    decoder = Decoder({"regions": {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}}, 3)
+    decoder = LabelManager(regions={"WT": [1, 2, 3, 4], "TC": [1, 3, 4], "ET": [4]})
     probs = torch.tensor([[0.9, 0.9, 0.9, 0.1], [0.1, 0.9, 0.9, 0.1], [0.1, 0.1, 0.9, 0.9]])  # ET outside WT too
-    np.testing.assert_array_equal(decoder(probs), [2, 1, 4, 4])
+    np.testing.assert_array_equal(decoder.decode(probs), [2, 1, 4, 4])
     assert meta["model"] == "tiny_test_net"
 
 
@@ -310,3 +310,144 @@ def test_evaluate_regions_and_task(tmp_path, capsys):
     assert code == 0 and "ET" in out, err
     code, _, err = run(capsys, "evaluate", tmp_path / "pred.nii.gz", tmp_path / "missing.nii.gz")
     assert code == 2 and "missing.nii.gz" in err
+
+
+def test_evaluate_refuses_what_would_score_wrongly(tmp_path, capsys):
+    ref = np.zeros((12, 12, 12), np.uint8)
+    ref[2:8, 2:8, 2:8] = 2
+    nib.save(nib.Nifti1Image(ref, np.eye(4)), tmp_path / "ref.nii.gz")
+    shifted = np.eye(4)
+    shifted[0, 3] = 20.0  # the same voxels, 20 mm away
+    nib.save(nib.Nifti1Image(ref, shifted), tmp_path / "shifted.nii.gz")
+    nib.save(nib.Nifti1Image(ref + np.float32(0.4), np.eye(4)), tmp_path / "float.nii.gz")
+    before = (tmp_path / "ref.nii.gz").read_bytes()
+    cases = [
+        (["shifted.nii.gz", "ref.nii.gz"], "shifted.nii.gz: its grid (affine) differs"),
+        (["ref.nii.gz", "float.nii.gz"], "float.nii.gz: non-integer values"),
+        (["ref.nii.gz", "ref.nii.gz", "--json", str(tmp_path / "ref.nii.gz")], "output path is the input file"),
+    ]
+    for args, message in cases:
+        code, _, err = run(capsys, "evaluate", *[tmp_path / a if a.endswith(".nii.gz") and "/" not in a else a
+                                                 for a in args])
+        assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert (tmp_path / "ref.nii.gz").read_bytes() == before  # the reference was not replaced by JSON
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["float.nii.gz", "ref.nii.gz", "shifted.nii.gz"]
+
+
+# ---- hostile and careless input (issue 13): options, SEG-Y samples and grids, channel order, outputs ----------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--slab", "-5"], "slab must be a positive number"),
+    (["--halo", "-3"], "halo must be 0 or more"),
+    (["--halo", "1000"], "halo must be at most"),
+    (["--overlap", "-0.5"], "overlap must be a number from 0 to 0.9"),
+    (["--overlap", "1.0"], "overlap must be a number from 0 to 0.9"),
+    (["--overlap", "2"], "overlap must be a number from 0 to 0.9"),
+    (["--overlap", "nan"], "overlap must be a number from 0 to 0.9"),
+    (["--overlap", "0.99"], "overlap must be a number from 0 to 0.9"),
+    (["--batch-size", "0"], "batch_size must be a positive integer"),
+    (["--batch-size", "-1"], "batch_size must be a positive integer"),
+    (["--window", "1"], "windows"),
+    (["--window", "1100"], "sizes must be 1 to 1024"),
+    (["--window", "48,48"], "needs 1 or 3 sizes"),
+    (["--device", "meta"], "--device"),
+    (["--device", "mps"], "--device"),
+    (["-o", "OUT.png"], "a prediction of a segy input is written as"),
+])
+def test_bad_options_are_one_line_before_any_work(tmp_path, capsys, args, message):
+    if not F3.is_file():
+        pytest.skip(f"{F3} (shared test data) is absent")
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amp",), labels={"a": 0, "b": 1}, window=[16, 16, 16])
+    args = [str(tmp_path / "out.png") if a == "OUT.png" else a for a in args]
+    code, _, err = run(capsys, "predict", F3, "-m", ckpt, "-o", tmp_path / "out.sgy", *args)
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def _float_segy(tmp_path, values: np.ndarray, ilines=None, xlines=None, name="c.sgy") -> Path:
+    """A post-stack IEEE-float SEG-Y cube (I, X, S) with inline/crossline numbers in the trace headers."""
+    n_il, n_xl, ns = values.shape
+    ilines = list(range(1, n_il + 1)) if ilines is None else ilines
+    xlines = list(range(1, n_xl + 1)) if xlines is None else xlines
+    spec = segyio.spec()
+    spec.ilines, spec.xlines, spec.samples, spec.format, spec.sorting = ilines, xlines, list(range(ns)), 5, 2
+    path = tmp_path / name
+    with segyio.create(path, spec) as f:
+        for i, (il, xl) in enumerate((a, b) for a in ilines for b in xlines):
+            f.header[i] = {segyio.TraceField.INLINE_3D: il, segyio.TraceField.CROSSLINE_3D: xl}
+            f.trace[i] = values[i // n_xl, i % n_xl].astype(np.float32)
+    return path
+
+
+def test_segy_with_a_nan_sample_is_refused(tmp_path, capsys):
+    cube = np.random.default_rng(0).normal(size=(6, 5, 20)).astype(np.float32)
+    cube[3, 2, 7] = np.nan
+    path = _float_segy(tmp_path, cube)
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amp",), labels={"a": 0, "b": 1}, window=[8, 8, 8])
+    code, _, err = run(capsys, "predict", path, "-m", ckpt, "-o", tmp_path / "p.sgy")
+    assert code == 2 and err.count("\n") == 1 and "c.sgy: NaN or infinite sample at inline index 3" in err, err
+    assert not (tmp_path / "p.sgy").exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_one_absurd_segy_sample_changes_only_its_neighbourhood(tmp_path, capsys):
+    cube = np.random.default_rng(1).normal(size=(10, 9, 24)).astype(np.float32)
+    spoiled = cube.copy()
+    spoiled[5, 4, 12] = 3e38
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amp",), labels={"a": 0, "b": 1}, window=[8, 8, 8],
+                      normalization={"kind": "zscore"})
+    labels = []
+    for name, values in (("clean.sgy", cube), ("spoiled.sgy", spoiled)):
+        code, _, err = run(capsys, "predict", _float_segy(tmp_path, values, name=name), "-m", ckpt, "-o",
+                           tmp_path / f"p_{name}.npy")
+        assert code == 0, err
+        labels.append(np.load(tmp_path / f"p_{name}.npy"))
+    differ = labels[0] != labels[1]
+    differ[4:7, 3:6, 11:14] = False  # the one-voxel stencil of the absurd sample
+    assert not differ.any() and 0.05 < labels[0].mean() < 0.95
+
+
+@pytest.mark.parametrize("case, message", [
+    ("diagonal", "do not describe a 3D cube"),
+    ("one_trace", "a 2D line or a single trace"),
+])
+def test_segy_grids_that_are_not_cubes(tmp_path, capsys, case, message):
+    if case == "diagonal":  # every trace its own inline and crossline: a 3000 x 3000 grid for 3000 traces
+        n = 3000
+        spec = segyio.spec()
+        spec.samples, spec.format, spec.tracecount = list(range(4)), 5, n
+        path = tmp_path / "diag.sgy"
+        with segyio.create(path, spec) as f:
+            for i in range(n):
+                f.header[i] = {segyio.TraceField.INLINE_3D: i, segyio.TraceField.CROSSLINE_3D: i}
+                f.trace[i] = np.zeros(4, np.float32)
+    else:  # one trace of 32767 samples
+        spec = segyio.spec()
+        spec.samples, spec.format, spec.tracecount = list(range(32767)), 5, 1
+        path = tmp_path / "one.sgy"
+        with segyio.create(path, spec) as f:
+            f.header[0] = {segyio.TraceField.INLINE_3D: 1, segyio.TraceField.CROSSLINE_3D: 1}
+            f.trace[0] = np.zeros(32767, np.float32)
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("amp",), labels={"a": 0, "b": 1}, window=[8, 8, 8])
+    code, _, err = run(capsys, "predict", path, "-m", ckpt, "-o", tmp_path / "p.sgy")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def test_the_checkpoint_is_never_an_output(tmp_path, capsys):
+    vol = _nifti(tmp_path / "v.nii.gz")
+    ckpt = checkpoint(tmp_path / "ck.nii.gz", channels=("t1",), labels={"a": 0, "b": 1}, window=[4, 4, 4])
+    before = ckpt.read_bytes()
+    code, _, err = run(capsys, "predict", vol, "-m", ckpt, "-o", ckpt)
+    assert code == 2 and "output path is the input file" in err and ckpt.read_bytes() == before
+
+
+@needs_data
+def test_channel_files_in_the_wrong_order_are_reordered_by_name(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path / "m.safetensors")  # channels flair, t1c
+    files = [CASE / "Flair_subtrMeanDivStd.nii.gz", CASE / "T1c_subtrMeanDivStd.nii.gz"]
+    code, _, err = run(capsys, "predict", *files, "-m", ckpt, "-o", tmp_path / "a.nii.gz")
+    assert code == 0 and err.strip() == "", err
+    code, _, err = run(capsys, "predict", *files[::-1], "-m", ckpt, "-o", tmp_path / "b.nii.gz")
+    assert code == 0 and err.strip().startswith("leanseg: note: channel files reordered"), err
+    a, b = (np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in "ab")
+    np.testing.assert_array_equal(a, b)

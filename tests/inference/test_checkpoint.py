@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
     path = save_model(model, tmp_path / "m.safetensors", model="lean_unet", model_kwargs=KWARGS, **meta)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary file left behind
     loaded, got = load_model(path)
-    assert {k: got[k] for k in meta} == meta and got["model_kwargs"] == KWARGS
+    assert got.to_json() | meta == got.to_json() and got.model_kwargs == KWARGS
     assert not loaded.training
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, msg=k)
@@ -33,9 +33,23 @@ def test_round_trip(tmp_path):
         assert json.loads(f.metadata()["leanseg"])["model"] == "lean_unet"
 
 
-def test_needs_model_name(tmp_path):
-    with pytest.raises(ValueError, match="model_kwargs"):
-        save_model(_unet(), tmp_path / "m.safetensors", model="lean_unet")
+def test_a_created_model_saves_itself(tmp_path):
+    model = _unet()
+    path = save_model(model, tmp_path / "m.safetensors")  # create() recorded its name and arguments
+    loaded, meta = load_model(path)
+    assert meta.model == "lean_unet" and loaded.config == model.config
+    x = torch.randn(1, 2, 9, 10, 11)
+    torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
+
+
+def test_a_model_from_outside_the_registry_is_refused(tmp_path):
+    with pytest.raises(LeanSegError, match="register its constructor"):
+        save_model(torch.nn.Conv3d(2, 3, 3), tmp_path / "m.safetensors")
+
+
+def test_save_into_a_missing_folder(tmp_path):
+    with pytest.raises(LeanSegError, match="does not exist"):
+        save_model(_unet(), tmp_path / "no" / "m.safetensors")
 
 
 @pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "not_leanseg", "wrong_weights"])
@@ -54,5 +68,42 @@ def test_bad_checkpoints(tmp_path, damage):
     elif damage == "wrong_weights":  # the config builds a 4-class net; the weights are of a 3-class one
         save_model(_unet(), path, model="lean_unet", model_kwargs={**KWARGS, "out_channels": 4})
     with pytest.raises(LeanSegError) as err:
+        load_model(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def _forged(tmp_path, **changes):
+    """A valid checkpoint whose JSON config was edited (as an attacker or a careless script would)."""
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_unet(), tmp_path / "m.safetensors", window=[8, 8, 8])
+    with safe_open(str(path), "pt") as f:
+        config = json.loads(f.metadata()["leanseg"])
+    for key, value in changes.items():
+        if key.startswith("kw_"):
+            config["model_kwargs"][key[3:]] = value
+        else:
+            config[key] = value
+    save_file(load_file(str(path)), str(path), metadata={"leanseg": json.dumps(config)})
+    return path
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"kw_features": [100000, 100000]}, "refusing to build"),  # 1e10 weights: counted on the meta device
+    ({"kw_act": ["prelu", {"num_parameters": 600000000}]}, "refusing to build"),
+    ({"kw_in_channels": 10**12}, "in_channels"),
+    ({"kw_out_channels": 3 * 10**9}, "out_channels"),
+    ({"window": [0, 8, 8]}, "window"),
+    ({"window": "abc"}, "window"),
+    ({"window": [48.5, 8, 8]}, "window"),
+    ({"window": [8, 8]}, "does not fit a 3D model"),
+    ({"regions": {"WT": []}}, "non-empty list"),
+    ({"labels": {"a": "zero", "b": 1}}, "label values must be integers"),
+    ({"normalization": {"kind": "fixed", "mean": [0.0], "std": [1.0]}}, "input channels"),
+    ({"normalization": "minmax"}, "unknown"),
+])
+def test_forged_configs_are_refused_before_anything_is_allocated(tmp_path, changes, message):
+    path = _forged(tmp_path, **changes)
+    with pytest.raises(LeanSegError, match=message) as err:
         load_model(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)

@@ -157,3 +157,38 @@ def test_header_words_read_in_several_maps(tmp_path, monkeypatch):
     with SegyReader(tmp_path / "xl.sgy") as reader:
         assert reader.shape == (3, 4, 8)
         np.testing.assert_array_equal(reader.read()[1, 2], values[6, 14])
+
+
+def test_fuzzed_headers_fail_with_one_line_or_read(tmp_path):
+    """Seeded random corruptions of binary- and trace-header fields of the real F3 crop: a LeanSegError naming the
+    file, or a cube read with finite samples; never another exception."""
+    from leanseg.errors import LeanSegError
+    from leanseg.io import read_segy
+
+    source = DATA / "segyio/f3.sgy"
+    if not source.is_file():
+        pytest.skip(f"{source} (shared test data) is absent")
+    raw = bytearray(source.read_bytes())
+    trace = 240 + 75 * 2  # int16 samples
+    fields = [(3212, 3214), (3216, 3218), (3220, 3222), (3224, 3226), (3500, 3502), (3504, 3506)]  # ntraces, dt, ns,
+    for t in (0, 1, 200, 413):  # format, revision, ext. headers; then inline, crossline, ns, dt of some traces
+        base = 3600 + t * trace
+        fields += [(base + 188, base + 196), (base + 114, base + 118)]
+    rng = np.random.default_rng(7)
+    outcomes = {"read": 0, "refused": 0}
+    for i in range(120):
+        data = bytearray(raw)
+        for _ in range(int(rng.integers(1, 4))):
+            lo, hi = fields[int(rng.integers(len(fields)))]
+            data[int(rng.integers(lo, hi))] = int(rng.integers(0, 256))
+        path = tmp_path / f"f{i}.sgy"
+        path.write_bytes(bytes(data))
+        try:
+            cube, _ = read_segy(path)
+            assert np.isfinite(cube).all()
+            outcomes["read"] += 1
+        except LeanSegError as err:
+            assert "\n" not in str(err) and str(path) in str(err)
+            outcomes["refused"] += 1
+        path.unlink()
+    assert outcomes["refused"] > 5 and outcomes["read"] > 5, outcomes

@@ -180,3 +180,22 @@ def test_autotune_pruning():
     kept = prune(configs, {"C_IN": 128, "C_OUT": 32})
     assert {c.kwargs["BLOCK_O"] for c in kept} == {16, 32}
     assert len(prune(configs, {"C_IN": 128, "C_OUT": 128})) == len(TILES)
+
+
+def test_launch_skips_the_checks_lean_conv_runs(monkeypatch):
+    """leanseg's dispatcher checks once and calls fused.launch, which does not check again; the public
+    kernels3d.lean_conv, for direct callers, checks."""
+    from kernels3d import fused
+    from leanseg.nn import functional
+
+    assert functional._triton_launch() is fused.launch
+    calls = []
+    real = fused.check_args
+    monkeypatch.setattr(fused, "check_args", lambda *a: calls.append(1) or real(*a))
+    x, w, s, b = (t.float().to(DEVICE) for t in _inputs(1, (3, 4, 5), 4, 4))
+    y = fused.launch(x, w, s, b, 1)
+    assert calls == []
+    torch.testing.assert_close(kernels3d.lean_conv(x, w, s, b, 1), y)
+    assert calls == [1]
+    with pytest.raises(ValueError, match="input has 4 channels, the layer expects in_channels=3"):
+        kernels3d.lean_conv(x, w[:, :3], s[:3], b, 1)

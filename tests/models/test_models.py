@@ -9,7 +9,7 @@ from torch import nn
 
 import leanseg
 from leanseg.errors import LeanSegError
-from leanseg.models import CONFIGS, LeanResNet, LeanUNet, available, create
+from leanseg.models import VARIANTS, LeanResNet, LeanUNet, available, create
 from leanseg.nn import LeanConv, LeanConvTranspose
 
 ODD = {2: (37, 41), 3: (37, 41, 29)}  # odd sizes: every stride-2 level rounds up, the decoder must give them back
@@ -25,8 +25,28 @@ def num_weights(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+# MONAI's networks in the registry (no lean/dense twin; their strided levels need sizes divisible by 8)
+MONAI_SMALL = {
+    "monai_unet": {"features": (4, 8, 16), "num_res_units": 1},
+    "monai_segresnet": {"init_filters": 8},
+    "monai_basicunet": {"features": (4, 4, 8, 8, 16)},
+}
+
+
 def test_every_registered_model_has_a_test_entry():
-    assert set(available()) == set(SMALL), "add new models to SMALL so that they are tested"
+    assert set(available()) == set(SMALL) | set(MONAI_SMALL), "add new models to SMALL so that they are tested"
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", sorted(MONAI_SMALL))
+def test_monai_models_through_the_registry(name, spatial_dims, tmp_path):
+    torch.manual_seed(0)
+    model = create(name, spatial_dims=spatial_dims, in_channels=2, out_channels=3, **MONAI_SMALL[name])
+    sizes = (32, 32, 16)[:spatial_dims]  # BasicUNet halves four times and instance-norms what is left
+    x = torch.randn(2, 2, *sizes, requires_grad=True)
+    check_forward_backward(model, x, (2, 3, *sizes))
+    loaded, _ = leanseg.load_model(leanseg.save_model(model, tmp_path / "m.safetensors"))  # rebuilt from its spec
+    torch.testing.assert_close(loaded(x.detach()), model.eval()(x.detach()))
 
 
 def check_forward_backward(model: nn.Module, x: torch.Tensor, shape: tuple):
@@ -109,7 +129,7 @@ def module_types(model: nn.Module) -> list[str]:
     ("lean_unet", {"features": (4, 8, 12), "out_channels": 2}),
     ("lean_unet", {"features": (4, 8, 12), "out_channels": 2, "up": "transpose", "residual": True,
                    "deep_supervision": True}),
-    ("lean_resnet", {"config": "A"}),
+    ("lean_resnet", {"variant": "A"}),
 ])
 def test_lean_and_dense_twins_differ_only_in_convolutions(name, kwargs, spatial_dims):
     lean_model = create(name, spatial_dims=spatial_dims, in_channels=4, conv="lean", **kwargs)
@@ -124,19 +144,19 @@ PAPER = {"A": (4.3e6, 0.5e6, 10), "B": (0.6e6, None, 10), "C": (27e6, 2.9e6, 100
          "E": (17e6, 2.0e6, 10)}
 
 
-@pytest.mark.parametrize("config", sorted(PAPER))
-def test_resnet_weight_counts_match_the_paper(config):
-    dense, lean, classes = PAPER[config]
+@pytest.mark.parametrize("variant", sorted(PAPER))
+def test_resnet_weight_counts_match_the_paper(variant):
+    dense, lean, classes = PAPER[variant]
     with torch.device("meta"):
         for conv, expected in (("dense", dense), ("lean", lean)):
             if expected is None:
                 continue
-            got = num_weights(LeanResNet(config, num_classes=classes, conv=conv))
-            assert abs(got - expected) <= 0.15 * expected, f"{config} {conv}: {got:,} vs the paper's {expected:,.0f}"
+            got = num_weights(LeanResNet(variant, num_classes=classes, conv=conv))
+            assert abs(got - expected) <= 0.15 * expected, f"{variant} {conv}: {got:,} vs the paper's {expected:,.0f}"
 
 
-def test_resnet_configs_are_the_papers_table_2():
-    assert CONFIGS["E"].widths == (32, 64, 128, 256, 512) and CONFIGS["C"].steps == (3, 5, 7, 4)
+def test_resnet_variants_are_the_papers_table_2():
+    assert VARIANTS["E"].widths == (32, 64, 128, 256, 512) and VARIANTS["C"].steps == (3, 5, 7, 4)
     model = LeanResNet("F", num_classes=10)
     x = torch.randn(2, 3, 96, 96)  # STL-10 images
     assert model(x).shape == (2, 10)
@@ -159,11 +179,12 @@ def test_config_is_json_and_rebuilds_the_model():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"norm": "instnce"}, "did you mean instance"),
-    ({"act": "leaky_rel"}, "did you mean leakyrelu"),
+    ({"norm": "instnce"}, "unknown norm 'instnce'; did you mean 'instance'"),
+    ({"act": "leaky_rel"}, "unknown activation 'leaky_rel'; did you mean 'leakyrelu'"),
     ({"conv": "laen"}, "did you mean 'lean'"),
     ({"up": "transpsoe"}, "did you mean 'transpose'"),
-    ({"featurs": (4, 8)}, "did you mean 'features'"),
+    ({"featurs": (4, 8)}, "unknown LeanUNet option 'featurs'; did you mean 'features'"),
+    ({"norm": "zzz"}, "unknown norm 'zzz'; choose from 'instance', 'batch', 'group', 'none'"),
     ({"spatial_dims": 4}, "spatial_dims must be 2 or 3"),
     ({"features": (4, 0)}, "features must be positive integers"),
 ])
@@ -173,11 +194,13 @@ def test_user_errors_are_leanseg_errors(kwargs, message):
         create("lean_unet", **args)
 
 
-def test_unknown_model_and_resnet_config():
-    with pytest.raises(LeanSegError, match="did you mean lean_unet"):
+def test_unknown_model_and_resnet_variant():
+    with pytest.raises(LeanSegError, match="unknown model 'lean_unte'; did you mean 'lean_unet'"):
         create("lean_unte")
-    with pytest.raises(LeanSegError, match="unknown LeanResNet config 'G'"):
-        create("lean_resnet", config="G")
+    with pytest.raises(LeanSegError, match="unknown LeanResNet variant 'G'; choose from 'A', 'B'"):
+        create("lean_resnet", variant="G")
+    with pytest.raises(TypeError, match="config"):  # the old name is gone, not silently ignored
+        create("lean_resnet", config="A")
 
 
 def test_norm_and_act_by_class_or_with_arguments():

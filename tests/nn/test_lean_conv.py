@@ -137,7 +137,7 @@ def test_bad_inputs():
     conv = LeanConv(3, 4, 8)
     with pytest.raises(ValueError, match=r"input must have 5 dims .* got shape \(1, 4, 8, 8\)"):
         conv(torch.randn(1, 4, 8, 8))
-    with pytest.raises(ValueError, match="input has 3 channels, expected in_channels=4"):
+    with pytest.raises(ValueError, match="input has 3 channels, the layer expects in_channels=4"):
         conv(torch.randn(1, 3, 8, 8, 8))
 
 
@@ -162,3 +162,24 @@ def test_degenerate_sizes(shape, cin, cout):
     params = [x, conv.weight, conv.stencil, conv.bias]
     for a, b in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(y_ref, params, g), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_one_shape_check_per_call(monkeypatch, backend):
+    """LeanConv.forward -> the dispatcher checks the arguments once; the backends behind it do not check again."""
+    import kernels3d.reference
+    from leanseg.nn import functional
+
+    calls = []
+    real = kernels3d.reference.check_args
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setenv("LEANSEG_BACKEND", backend)
+    monkeypatch.setattr(functional, "check_args", counting)
+    monkeypatch.setattr(kernels3d.reference, "check_args", counting)
+    conv = LeanConv(3, 4, 8)
+    conv(torch.randn(1, 4, 5, 6, 7)).sum().backward()
+    assert len(calls) == 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from leanseg.errors import LeanSegError
-from pipelines import available, get_task
+from leanseg.tasks import available, get_task
 
 SHAPE = (6, 7, 5)
 
@@ -37,10 +37,10 @@ def _brats_case(root, case, mods, sep, labels, skip=()):
 
 
 def test_registry_is_torch_free_and_suggests_names():
-    code = "import sys, pipelines; pipelines.describe(); print('torch' in sys.modules)"
+    code = "import sys, leanseg.tasks; leanseg.tasks.describe(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     assert available() == ["brats", "cifar", "faults", "seg2d"]
-    with pytest.raises(LeanSegError, match="did you mean brats"):
+    with pytest.raises(LeanSegError, match="did you mean 'brats'"):
         get_task("brat")
 
 
@@ -56,9 +56,9 @@ def test_brats_folders(tmp_path, layout, mods, sep, labels, expected):
     _brats_case(tmp_path, case, mods, sep, labels)
     (cases,) = brats.discover(tmp_path)
     assert cases["convention"] == layout and cases["id"] == case
-    out = brats.LoadCase()(cases)
+    out = brats.transforms(train=False).transforms[0](cases)
     assert [out["image"][c].max() for c in range(4)] == [1, 2, 3, 4]  # files in t1, t1ce, t2, flair order
-    for r, region in enumerate(brats.REGIONS):
+    for r, region in enumerate(brats.label_manager.names):
         assert [int(out["label"][r][i + 1].max()) for i in range(3)] == expected[region]
 
 
@@ -70,7 +70,7 @@ def test_msd_folder_reorders_channels_and_maps_labels(tmp_path):
     _save(tmp_path / "labelsTr" / "BRATS_001.nii.gz", _label((1, 2, 3)))  # 1 edema, 2 non-enhancing, 3 enhancing
     _save(tmp_path / "imagesTr" / "._BRATS_001.nii.gz", np.zeros(SHAPE))  # macOS resource file: ignored
     (case,) = brats.discover(tmp_path)
-    out = brats.LoadCase()(case)
+    out = brats.transforms(train=False).transforms[0](case)
     assert [out["image"][c].max() for c in range(4)] == [2, 3, 4, 1]  # T1w, t1gd, T2w, FLAIR
     wt, tc, et = ([int(out["label"][r][i + 1].max()) for i in range(3)] for r in range(3))
     assert (wt, tc, et) == ([1, 1, 1], [0, 1, 1], [0, 0, 1])
@@ -90,7 +90,7 @@ def test_labels_outside_the_set(tmp_path):
     _brats_case(tmp_path, "BraTS2021_00003", ("t1", "t1ce", "t2", "flair"), "_", (1, 3))  # 3 is not BraTS 2021
     (case,) = brats.discover(tmp_path)
     with pytest.raises(LeanSegError, match=r"label values \[3\]"):
-        brats.LoadCase()(case)
+        brats.transforms(train=False).transforms[0](case)
 
 
 def test_synthetic_data_is_seeded_and_labelled():

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from leanseg.cli.main import main
 from leanseg.training import TrainConfig, train
@@ -10,7 +11,7 @@ TINY = {
     "brats": dict(synthetic_size=24, model_kwargs={"features": (4, 8)}, batch_size=2, samples_per_case=1),
     "faults": dict(synthetic_size=24, model_kwargs={"features": (4, 8)}, batch_size=1, samples_per_case=2),
     "seg2d": dict(synthetic_size=32, model_kwargs={"features": (4, 8, 16)}),
-    "cifar": dict(batch_size=8, model_kwargs={"config": "B", "widths": (8, 16), "steps": (1, 1)}),
+    "cifar": dict(batch_size=8, model_kwargs={"variant": "B", "widths": (8, 16), "steps": (1, 1)}),
 }
 
 
@@ -55,3 +56,62 @@ def test_cli_bad_input(tmp_path, capsys):
     code, err = _run(["train", "--task", "brats", "--data", str(tmp_path), "--epochs", "1", "--out",
                       str(tmp_path / "run")], capsys)
     assert code == 2 and err.count("\n") == 0 and "label values [3]" in err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "0"], "epochs must be at least 1"),
+    (["--epochs", "-1"], "epochs must be at least 1"),
+    (["--batch-size", "0"], "batch_size must be at least 1"),
+    (["--lr", "nan"], "lr must be a positive number"),
+    (["--window", "0"], "--window '0': sizes must be positive"),
+    (["--workers", "-1"], "must be 0 or more"),
+    (["--device", "cuda"], "--device"),
+    (["--out", "/proc/leanseg-run"], "cannot create the output folder"),
+])
+def test_cli_bad_training_options(tmp_path, capsys, extra, message):
+    argv = ["train", "--task", "seg2d", "--synthetic", "4", "--out", str(tmp_path / "run"), *extra]
+    code, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 0 and message in err, err
+    assert not (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_tampered_train_state_is_one_line(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    run = tmp_path / "run"
+    run.mkdir()
+    save_file({"model.x": torch.zeros(1)}, str(run / "train_state.safetensors"),
+              metadata={"leanseg_train_state": '{"epoch": "zero"}'})
+    code, err = _run(["train", "--task", "seg2d", "--synthetic", "4", "--out", str(run), "--resume"], capsys)
+    assert code == 2 and err.count("\n") == 0 and "train_state.safetensors" in err, err
+
+
+def test_a_model_from_outside_the_registry_fails_before_training(tmp_path):
+    from monai.networks.nets import BasicUNet
+
+    from leanseg.errors import LeanSegError
+
+    with pytest.raises(LeanSegError, match="register its constructor with @leanseg.models.register"):
+        train("seg2d", synthetic=4, config=TrainConfig(out=tmp_path, progress=False),
+              build_model=lambda task: BasicUNet(2, 1, 3, features=(4, 4, 8, 8, 16, 4)))
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_registered_custom_model_trains_saves_and_predicts(tmp_path, monkeypatch):
+    """The promise of custom models: one decorator, then train, save and predict like a built-in one."""
+    import leanseg
+    from leanseg.models import _registry
+
+    monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))  # registered for this test only
+
+    @leanseg.models.register
+    def tiny_custom(spatial_dims, in_channels, out_channels):
+        return torch.nn.Sequential(leanseg.LeanConv(spatial_dims, in_channels, 8),
+                                   torch.nn.ReLU(), torch.nn.Conv2d(8, out_channels, 1))
+
+    result = train("seg2d", synthetic=4, config=TrainConfig(out=tmp_path / "run", progress=False), epochs=1,
+                   model="tiny_custom", model_kwargs={}, synthetic_size=32)
+    model, meta = leanseg.load_model(tmp_path / "run" / "last.safetensors")
+    assert meta.model == "tiny_custom" and result.model is not None
+    x = torch.randn(1, 1, 32, 32)
+    torch.testing.assert_close(model(x), result.model.eval()(x))
