@@ -8,6 +8,7 @@ SEG-Y cubes always stream slab by slab along the inline axis, so their size is b
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -71,14 +72,15 @@ def _checkpoint(model) -> tuple[Any, CheckpointMeta]:
     from leanseg.checkpoint import load_model
 
     if isinstance(model, str | os.PathLike):
-        return load_model(model)
+        return load_model(model)  # a path, or a zoo name
     if not isinstance(model, tuple | list) or len(model) != 2:
         raise LeanSegError("model must be a checkpoint path or a (model, meta) pair as leanseg.load_model returns")
     net, meta = model
     return net, meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_json(meta, source="model meta")
 
 
-def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
+def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
+            output: str | os.PathLike | None = None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
             slab: int | None = None, halo: int | None = None, progress: bool = True) -> Path:
@@ -88,8 +90,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
         inputs: a NIfTI file (3D, or 4D with channels last), several NIfTI files (one per channel, in the
             checkpoint's channel order), a case folder (files found by the checkpoint's channel names), a SEG-Y
             cube or a 2D image.
-        model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
-            returns it.
+        model: a checkpoint path (``leanseg.save_model``), a zoo name (``leanseg models --pretrained``) or a
+            ``(model, meta)`` pair as ``leanseg.load_model`` returns it. None: the ``best.safetensors`` that
+            ``leanseg train`` last wrote to runs/leanseg when it fits the input, else the zoo model for the input's
+            kind (``leanseg.zoo.default_model``); which one is said on stderr.
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
@@ -102,6 +106,11 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
+    if model is None:  # the last trained model that fits, else the zoo's for this kind of input
+        from leanseg.zoo import default_model
+
+        model, why = default_model(inputs)
+        print(f"leanseg: {why}", file=sys.stderr)
     net, meta = _checkpoint(model)
     dev = resolve_device(device)
     output = Path(output) if output is not None else default_output(inputs[0])

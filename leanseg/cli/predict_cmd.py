@@ -27,7 +27,9 @@ def parse_window(window: str | None) -> int | tuple[int, ...] | None:
 def predict_cmd(
     inputs: list[Path] = typer.Argument(..., help="a .nii/.nii.gz file, several NIfTI files (one per channel), a "
                                              "case folder, a SEG-Y cube or an image"),
-    model: Path = typer.Option(..., "-m", "--model", help="checkpoint (.safetensors from leanseg.save_model)"),
+    model: str | None = typer.Option(None, "-m", "--model", help="checkpoint (.safetensors) or zoo name (leanseg "
+                                     "models --pretrained); default: the last `leanseg train` model that fits the "
+                                     "input, else the zoo's for its kind (SEG-Y: faults)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="label map; the suffix picks the format "
                                        "(.nii.gz, .sgy, .npy, .png); default: beside the input, '<name>_pred'"),
     window: str | None = typer.Option(None, help="window size, '128' or '128,128,96' (default: the checkpoint's)"),
