@@ -21,6 +21,6 @@ def test_default_widths_are_the_papers():
     def double(cin, cout):
         return 27 * cin * cout + cout + 27 * cout * cout + cout
     widths = [16, 32, 64, 128, 512]
-    down = sum(double(a, b) for a, b in zip([1, *widths[:-1]], widths))
-    up = sum(double(w + s, s) for w, s in zip(widths[:0:-1], widths[-2::-1]))
+    down = sum(double(a, b) for a, b in zip([1, *widths[:-1]], widths, strict=True))
+    up = sum(double(w + s, s) for w, s in zip(widths[:0:-1], widths[-2::-1], strict=True))
     assert num_weights(model) == down + up + 16 + 1
