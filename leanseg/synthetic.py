@@ -2,8 +2,11 @@
 
 - ``brats_phantom``: four MRI-like modalities (t1, t1ce, t2, flair) of a brain-shaped head with a tumour made of a
   necrotic core, an enhancing rim and surrounding edema, in BraTS 2021 labels (1 NCR, 2 ED, 4 ET).
-- ``seismic_faults``: a FaultSeg3D-style cube (Wu et al. 2019): layered random reflectivity, folding, planar shear,
-  faults with random strike, dip and throw, a Ricker wavelet, noise; binary fault labels. Axes (x, y, time).
+- ``fault_cube``: what the faults task trains on, FaultSeg3D's recipe (Wu et al. 2019) widened (``FaultGeology``):
+  layers of random impedance, folds growing with depth, planar shear, 1-6 normal or reverse faults of random strike
+  and 60-85 degree dip, planar or listric, with throws tapering to zero at their tips; a Ricker wavelet of random
+  period, white or band-limited noise; labels one voxel thick. A 128^3 cube takes about half a second.
+- ``seismic_faults``: the first, narrower generator (planar faults of constant throw), kept for old scripts.
 - ``shapes2d``: a noisy 2D image of discs (label 1) and rectangles (label 2) on a textured background.
 - ``cifar_like``: 32x32 colour images whose class is an oriented, coloured stripe pattern (a smoke test only).
 

@@ -32,7 +32,7 @@ class ZooModel:
     input: str  # e.g. "3D, 1 channel (amplitude)"
     weights: int
     size: int  # bytes on disk
-    summary: str  # the card's first sentence-long line
+    summary: str  # the first sentence of the card, up to a colon
 
 
 def names() -> list[str]:
@@ -68,14 +68,18 @@ def resolve(model: str | os.PathLike) -> Path:
 
 
 def _summary(card: Path) -> str:
-    """The first line of the card that is not a heading or blank."""
+    """The first sentence of the card's first paragraph that is not a heading."""
     if not card.is_file():
         return "(no model card)"
+    paragraph: list[str] = []
     for line in card.read_text(encoding="utf-8").splitlines():
         line = line.strip()
-        if line and not line.startswith(("#", "|", "-", "```")):
-            return line
-    return ""
+        if line and not line.startswith("#"):
+            paragraph.append(line)
+        elif paragraph:
+            break
+    text = " ".join(paragraph)
+    return text.split(": ")[0].split(". ")[0].rstrip(".") if text else ""
 
 
 def describe() -> list[ZooModel]:

@@ -46,7 +46,7 @@ def zoo_dir(tmp_path, monkeypatch):
 def test_listing(zoo_dir, capsys):
     assert zoo.names() == ["faults"]
     (row,) = zoo.describe()
-    assert (row.name, row.task, row.summary) == ("faults", "faults", "A tiny test fault model.")
+    assert (row.name, row.task, row.summary) == ("faults", "faults", "A tiny test fault model")
     assert row.input == "3D, 1 channel (amplitude)" and row.weights > 0
     assert main(["models", "--pretrained"]) == 0
     out = capsys.readouterr().out
