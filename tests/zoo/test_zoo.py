@@ -50,7 +50,7 @@ def test_listing(zoo_dir, capsys):
     assert row.input == "3D, 1 channel (amplitude)" and row.weights > 0
     assert main(["models", "--pretrained"]) == 0
     out = capsys.readouterr().out
-    assert "faults" in out and "A tiny test fault model." in out and "kB" in out
+    assert "faults" in out and "A tiny test fault model" in out and "kB" in out
 
 
 def test_zoo_name_loads_and_a_file_wins(zoo_dir):
