@@ -271,10 +271,12 @@ def save_model(model, path: str | os.PathLike, meta: CheckpointMeta | None = Non
 
 
 def read_meta(path: str | os.PathLike) -> CheckpointMeta:
-    """The config of a checkpoint, without building the model."""
+    """The config of a checkpoint (a path or a zoo name, see leanseg.zoo), without building the model."""
     from safetensors import safe_open
 
-    path = Path(path)
+    from leanseg.zoo import resolve
+
+    path = resolve(path)
     if not path.is_file():
         raise LeanSegError(f"{path}: checkpoint not found")
     try:
@@ -290,13 +292,15 @@ def read_meta(path: str | os.PathLike) -> CheckpointMeta:
 
 
 def load_model(path: str | os.PathLike):
-    """Rebuild the model of a checkpoint on the CPU in eval mode; returns ``(model, meta)``."""
+    """Rebuild the model of a checkpoint (a path or a zoo name, see leanseg.zoo) on the CPU in eval mode; returns
+    ``(model, meta)``."""
     import torch
     from safetensors.torch import load_file
 
     import leanseg.models  # registers the models
+    from leanseg.zoo import resolve
 
-    path = Path(path)
+    path = resolve(path)
     meta = read_meta(path)
     try:
         with torch.device("meta"):  # count the weights the config asks for without allocating them

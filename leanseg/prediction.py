@@ -8,6 +8,7 @@ SEG-Y cubes always stream slab by slab along the inline axis, so their size is b
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -66,14 +67,15 @@ def _checkpoint(model, uncertainty: bool = False) -> tuple[Any, CheckpointMeta]:
     if members is not None or uncertainty:
         return load_ensemble(members or [model], uncertainty)
     if isinstance(model, str | os.PathLike):
-        return load_model(model)
+        return load_model(model)  # a path, or a zoo name
     if not isinstance(model, tuple | list) or len(model) != 2:
         raise LeanSegError("model must be a checkpoint path or a (model, meta) pair as leanseg.load_model returns")
     net, meta = model
     return net, meta if isinstance(meta, CheckpointMeta) else CheckpointMeta.from_json(meta, source="model meta")
 
 
-def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, output: str | os.PathLike | None = None,
+def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
+            output: str | os.PathLike | None = None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
             slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
@@ -85,8 +87,11 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
             checkpoint's channel order), a case folder (files found by the checkpoint's channel names), DICOM
             series folders (one per channel, in order; the label map is written as NIfTI), a SEG-Y cube or a 2D
             image.
-        model: a checkpoint path (``leanseg.save_model``) or a ``(model, meta)`` pair as ``leanseg.load_model``
-            returns it; or a list of them, an ensemble whose probabilities are averaged (``leanseg.ensemble``).
+        model: a checkpoint path (``leanseg.save_model``), a zoo name (``leanseg models --pretrained``) or a
+            ``(model, meta)`` pair as ``leanseg.load_model`` returns it; or a list of them, an ensemble whose
+            probabilities are averaged (``leanseg.ensemble``). None: the ``best.safetensors`` that ``leanseg train``
+            last wrote to runs/leanseg when it fits the input, else the zoo model for the input's kind
+            (``leanseg.pretrained.default_model``); which one is said on stderr.
         output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
@@ -112,6 +117,11 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model, outp
     if not inputs:
         raise LeanSegError("no input given")
     check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
+    if model is None:  # the last trained model that fits, else the zoo's for this kind of input
+        from leanseg.pretrained import default_model
+
+        model, why = default_model([Path(p) for p in inputs])
+        print(f"leanseg: {why}", file=sys.stderr)
     net, meta = _checkpoint(model, uncertainty)
     rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
                                                                             "--postprocess")

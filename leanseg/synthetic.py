@@ -2,8 +2,11 @@
 
 - ``brats_phantom``: four MRI-like modalities (t1, t1ce, t2, flair) of a brain-shaped head with a tumour made of a
   necrotic core, an enhancing rim and surrounding edema, in BraTS 2021 labels (1 NCR, 2 ED, 4 ET).
-- ``seismic_faults``: a FaultSeg3D-style cube (Wu et al. 2019): layered random reflectivity, folding, planar shear,
-  faults with random strike, dip and throw, a Ricker wavelet, noise; binary fault labels. Axes (x, y, time).
+- ``fault_cube``: what the faults task trains on, FaultSeg3D's recipe (Wu et al. 2019) widened (``FaultGeology``):
+  layers of random impedance, folds growing with depth, planar shear, 1-6 normal or reverse faults of random strike
+  and 60-85 degree dip, planar or listric, with throws tapering to zero at their tips; a Ricker wavelet of random
+  period, white or band-limited noise; labels one voxel thick. A 128^3 cube takes about half a second.
+- ``seismic_faults``: the first, narrower generator (planar faults of constant throw), kept for old scripts.
 - ``shapes2d``: a noisy 2D image of discs (label 1) and rectangles (label 2) on a textured background.
 - ``cifar_like``: 32x32 colour images whose class is an oriented, coloured stripe pattern (a smoke test only).
 
@@ -12,6 +15,8 @@ a 64^3 phantom or fault cube takes a few tens of milliseconds.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -130,6 +135,127 @@ def seismic_faults(rng: np.random.Generator, size: int = 64, n_faults: tuple[int
     seis += rng.normal(0, rng.uniform(0.05, 0.3), shape).astype(np.float32)
     seis = (seis - seis.mean()) / (seis.std() + 1e-6)
     return seis[None].astype(np.float32), label
+
+
+@dataclass(frozen=True)
+class FaultGeology:
+    """Ranges that ``fault_cube`` draws its geology from (FaultSeg3D's recipe, Wu et al. 2019, widened). Lengths are
+    in voxels of the cube (x, y, time); every range is (low, high) and drawn uniformly."""
+
+    layer_thickness: tuple[float, float] = (1.0, 8.0)  # samples: thin beds to a wavelength, as in real logs
+    impedance_step: float = 0.25  # std of the log-impedance jump between layers: reflection coefficients ~0.1
+    fold_bumps: tuple[int, int] = (2, 8)  # Gaussian folds; their amplitude grows linearly with depth (Wu's model)
+    fold_amplitude: tuple[float, float] = (0.0, 0.15)  # of the cube's side at its bottom
+    fold_width: tuple[float, float] = (0.1, 0.4)  # Gaussian sigma, of the side
+    shear: tuple[float, float] = (-0.2, 0.2)  # planar dip of the layers (time samples per trace), each axis
+    n_faults: tuple[int, int] = (1, 6)  # per cube: zero-fault cubes are left to the crop of a faulted one
+    dip: tuple[float, float] = (60.0, 85.0)  # degrees from horizontal: the normal and reverse faults seen in seismic
+    throw: tuple[float, float] = (2.0, 12.0)  # peak displacement along dip, voxels: 2 is barely visible
+    reverse: float = 0.3  # probability that a fault is reverse (hanging wall up) rather than normal
+    listric: float = 0.4  # probability that the surface flattens with depth instead of being planar
+    extent: tuple[float, float] = (0.5, 1.5)  # half-lengths of the elliptic displacement patch, of the side
+    label_throw: float = 1.0  # voxels: where the local throw is smaller the fault is invisible, so not labelled
+    period: tuple[float, float] = (5.0, 14.0)  # Ricker peak period in samples (18-50 Hz at 4 ms; F3 peaks ~23 Hz)
+    noise: tuple[float, float] = (0.0, 0.5)  # noise std relative to the signal's
+    coloured_noise: float = 0.5  # probability that the noise is smoothed (band-limited) rather than white
+
+
+def _fault_surface(rng: np.random.Generator, geo: FaultGeology, size: int):
+    """One fault's geometry as closures over coordinates: its level function g (zero on the surface, positive on
+    the hanging wall), the largest component of g's gradient, the down-dip unit vector, and the local throw
+    (tapering to zero at the edge of an elliptic patch). Scalars are Python floats so float32 arrays stay float32."""
+    strike = float(rng.uniform(0, np.pi))
+    hx, hy = -np.sin(strike), np.cos(strike)  # horizontal normal: the direction the fault dips towards
+    sx, sy = np.cos(strike), np.sin(strike)  # along strike
+    x0, y0, z0 = (float(v) for v in rng.uniform(0.15, 0.85, 3) * size)
+    slope = float(1 / np.tan(np.deg2rad(rng.uniform(*geo.dip))))  # horizontal run per unit of depth at z0
+    # listric: the surface flattens with depth (run grows by up to 2 per side), planar otherwise
+    bend = float(rng.uniform(0.2, 1.0)) / size if rng.random() < geo.listric else 0.0
+    throw = float(rng.uniform(*geo.throw)) * (-1 if rng.random() < geo.reverse else 1)
+    half_u, half_w = (float(v) for v in rng.uniform(*geo.extent, 2) * size)
+
+    def level(x, y, z):
+        w = z - z0
+        g = hx * x + hy * y - slope * w
+        if bend:
+            g -= bend * w * np.abs(w)
+        return g - (hx * x0 + hy * y0)
+
+    def run(z):  # d(horizontal position of the surface)/d(depth)
+        return slope + 2 * bend * np.abs(z - z0)
+
+    def gradient_max(z):  # |g| below half of this is one voxel thick along the axis of the largest component
+        return np.maximum(max(abs(hx), abs(hy)), run(z))
+
+    def down_dip(z):  # unit vector along the surface, straight down its dip
+        r = run(z)
+        norm = np.sqrt(1 + r**2)
+        return hx * r / norm, hy * r / norm, 1 / norm
+
+    def local_throw(x, y, z):  # sparse (S, S, 1) and (1, 1, S) coordinates: the throw is smooth
+        taper = np.maximum(1 - ((sx * (x - x0) + sy * (y - y0)) / half_u) ** 2 - ((z - z0) / half_w) ** 2, 0)
+        return throw * taper * taper * (3 - 2 * taper)  # zero with zero slope at the tips, flat near the centre
+
+    return level, gradient_max, down_dip, local_throw
+
+
+def fault_cube(rng: np.random.Generator, size: int = 128, geology: FaultGeology | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One FaultSeg3D-style cube from a wide geology: amplitude (1, S, S, S) float32, z-scored as ``leanseg predict``
+    normalises, and fault label (S, S, S) uint8, 1 voxel thick. Axes (x, y, time).
+
+    Built backwards, as an image is sampled: every observed voxel is traced back through the faults (youngest
+    first, so an older fault is itself offset by the younger ones) to its place before faulting, where the folded
+    and sheared layering gives its relative geologic time; a random impedance log indexed by that time gives the
+    reflectivity, which a Ricker wavelet turns into the seismic trace."""
+    geo = geology or FaultGeology()
+    shape = (size,) * 3
+    ox, oy, oz = _grid(shape)  # observed coordinates, sparse
+    x, y, z = ox, oy, oz  # where each voxel was before faulting: full arrays once a fault moves them
+    label = np.zeros(shape, bool)
+    for _ in range(rng.integers(geo.n_faults[0], geo.n_faults[1] + 1)):
+        level, gradient_max, down_dip, local_throw = _fault_surface(rng, geo, size)
+        g = level(x, y, z)
+        # the throw, the dip direction and the gradient are smooth: taken at the observed place (sparse arrays,
+        # a few full-cube passes per fault instead of a dozen), while g, whose sign is the fault, is traced
+        t = local_throw(ox, oy, oz)
+        label |= (np.abs(g) < 0.5 * gradient_max(oz)) & (np.abs(t) >= geo.label_throw)
+        # the hanging wall (g > 0) moved down-dip by t (up for reverse faults): it came from up-dip
+        moved = np.where(g > 0, t, np.float32(0))
+        dx, dy, dz = down_dip(oz)
+        x, y, z = x - moved * dx, y - moved * dy, z - moved * dz
+
+    # relative geologic time before faulting: depth, folds growing with depth, planar shear; the folds are smooth
+    # in map view, so one (S, S, 1) field taken at the observed trace does
+    fold = np.zeros((size, size, 1), np.float32)
+    for _ in range(rng.integers(geo.fold_bumps[0], geo.fold_bumps[1] + 1)):
+        cx, cy = (float(v) for v in rng.uniform(-0.2, 1.2, 2) * size)
+        inv = float(-0.5 / (rng.uniform(*geo.fold_width) * size) ** 2)
+        amp = float(rng.uniform(*geo.fold_amplitude) * rng.choice([-1, 1]))  # of the side, at depth = side
+        fold += amp * np.exp(inv * ((ox - cx) ** 2 + (oy - cy) ** 2))
+    rgt = np.broadcast_to(z * (1 + fold) + float(rng.uniform(*geo.shear)) * x + float(rng.uniform(*geo.shear)) * y,
+                          shape)
+
+    # an impedance log of layers of random thickness, indexed by geologic time; reflectivity is half the vertical
+    # derivative of log impedance in the observed cube (so faults juxtaposing layers reflect, as they do)
+    lo, hi = -float(size), 2.0 * size  # fixed, not the field's range: the log is a function of the seed alone
+    tops = lo + np.cumsum(rng.uniform(*geo.layer_thickness, int((hi - lo) / geo.layer_thickness[0]) + 2))
+    log_imp = np.cumsum(rng.normal(0, geo.impedance_step, tops.size)).astype(np.float32)
+    imp = log_imp[np.minimum(np.searchsorted(tops, rgt), tops.size - 1)]  # blocked log: sharp interfaces
+    reflect = np.zeros(shape, np.float32)
+    reflect[..., 1:] = 0.5 * np.diff(imp, axis=2)
+
+    period = float(rng.uniform(*geo.period))
+    wavelet = ricker(1 / period, dt=1.0, half_len=int(np.ceil(1.5 * period)))
+    seis = ndimage.convolve1d(reflect, wavelet, axis=2, mode="reflect")
+    seis /= seis.std() + 1e-6
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    if rng.random() < geo.coloured_noise:
+        noise = ndimage.gaussian_filter(noise, 1.0)
+        noise /= noise.std() + 1e-6
+    seis += float(rng.uniform(*geo.noise)) * noise
+    seis = (seis - seis.mean()) / (seis.std() + 1e-6)
+    return seis[None].astype(np.float32), label.astype(np.uint8)
 
 
 def shapes2d(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, np.ndarray]:

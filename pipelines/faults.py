@@ -94,10 +94,11 @@ class FaultsTask(Task):
         return discover(root)
 
     def synthetic(self, n: int, seed: int) -> list[dict]:
-        """``n`` cases of leanseg.synthetic.seismic_faults, case i seeded by (seed, i)."""
-        from leanseg.synthetic import seismic_faults
+        """``n`` cases of leanseg.synthetic.fault_cube (the wide FaultSeg3D-style geology), case i seeded by
+        (seed, i)."""
+        from leanseg.synthetic import fault_cube
 
-        return seeded_cases(seismic_faults, n, seed, self.config.synthetic_size, "faults")
+        return seeded_cases(fault_cube, n, seed, self.config.synthetic_size, "faults")
 
     def transforms(self, train: bool):
         """Per-cube z-score (amplitudes vary by survey and gain); for training, random windows, flips and quarter

@@ -18,6 +18,7 @@ import typer
 from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
 from leanseg.cli.bench_export import bench_export
+from leanseg.cli.bench_faults import bench_faults
 from leanseg.cli.bench_predict import bench_predict
 from leanseg.cli.bench_stream import bench_stream
 from leanseg.cli.bench_unet import bench_unet
@@ -54,6 +55,7 @@ bench_app.command("stream")(bench_stream)
 bench_app.command("brats")(bench_brats)
 bench_app.command("predict")(bench_predict)
 bench_app.command("export")(bench_export)
+bench_app.command("faults")(bench_faults)
 
 
 def _note(message, category, filename, lineno, file=None, line=None):

@@ -7,8 +7,15 @@ import typer
 
 def models(
     input_shape: str = typer.Option("4x128x128x128", "--input", help="one sample: CxHxW (2D) or CxDxHxW (3D)"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="list the pretrained models shipped in the package"),
 ):
-    """Weights and multiply-adds of every registered model for one input, lean against its dense twin."""
+    """Weights and multiply-adds of every registered model for one input, lean against its dense twin; with
+    --pretrained, the zoo (name, task, input, weights, size, summary from its card)."""
+    if pretrained:
+        from leanseg.pretrained import table
+
+        print(table())
+        return
     from leanseg.bench.models import models_table
 
     print(models_table(input_shape))

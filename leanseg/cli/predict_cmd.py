@@ -12,8 +12,10 @@ from leanseg.options import parse_window
 def predict_cmd(
     inputs: list[Path] = typer.Argument(..., help="a .nii/.nii.gz file, several NIfTI files (one per channel), a "
                                              "case folder, a SEG-Y cube or an image"),
-    model: list[Path] = typer.Option(..., "-m", "--model", help="checkpoint (.safetensors from leanseg.save_model); "
-                                     "repeat for an ensemble (probabilities averaged)"),
+    model: list[str] | None = typer.Option(None, "-m", "--model", help="checkpoint (.safetensors) or zoo name (leanseg "
+                                           "models --pretrained); repeat for an ensemble (probabilities averaged); "
+                                           "default: the last `leanseg train` model that fits the input, else the "
+                                           "zoo's for its kind (SEG-Y: faults)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="label map; the suffix picks the format "
                                        "(.nii.gz, .sgy, .npy, .png); default: beside the input, '<name>_pred'"),
     window: str | None = typer.Option(None, help="window size, '128' or '128,128,96' (default: the checkpoint's)"),
@@ -40,7 +42,8 @@ def predict_cmd(
     # the volume's dimension is known once the input is read: one size goes through as an int, which
     # leanseg.predict repeats on every axis
     sizes = parse_window(window, what="--window") if window is not None else None
-    out = predict(inputs, model[0] if len(model) == 1 else list(model), output=output,
+    chosen = None if not model else model[0] if len(model) == 1 else list(model)
+    out = predict(inputs, chosen, output=output,
                   window=sizes[0] if sizes and len(sizes) == 1 else sizes,
                   overlap=overlap, tta=tta, device=device, amp=amp, probabilities=probabilities, preview=preview,
                   batch_size=batch_size, slab=slab, halo=halo, postprocess=postprocess, uncertainty=uncertainty,

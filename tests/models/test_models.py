@@ -25,11 +25,13 @@ def num_weights(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# MONAI's networks in the registry (no lean/dense twin; their strided levels need sizes divisible by 8)
+# Registered networks without a lean/dense twin (MONAI's, FaultSeg3D's); their strided levels need sizes divisible
+# by 8
 MONAI_SMALL = {
     "monai_unet": {"features": (4, 8, 16), "num_res_units": 1},
     "monai_segresnet": {"init_filters": 8},
     "monai_basicunet": {"features": (4, 4, 8, 8, 16)},
+    "faultseg3d_unet": {"features": (4, 8, 8, 16, 16)},  # FaultSeg3D's dense U-Net (leanseg bench faults)
 }
 
 
