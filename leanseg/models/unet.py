@@ -11,7 +11,7 @@ from torch import nn
 
 from leanseg.errors import LeanSegError
 from leanseg.models._registry import register
-from leanseg.nn.blocks import UP_MODES, DownBlock, UpBlock
+from leanseg.nn.blocks import DOWN_MODES, UP_MODES, DownBlock, UpBlock
 from leanseg.nn.factories import check_conv_kind, check_dims, pointwise_conv
 
 
@@ -36,11 +36,17 @@ class UNetConfig:
     # interpolation + conv is exactly twin-comparable; "transpose" is nnU-Net's 2x transposed conv (lean: 1x1 +
     # per-channel taps)
     up: str = "interp"
+    # "conv": stride-2 convolutions go down (the old models); "maxpool"/"avgpool": pool, then a stride-1 conv
+    down: str = "conv"
+    # kind of the convolutions of the last (full-resolution) decoder level; None: the same as ``conv``
+    last_conv: str | None = None
 
     def __post_init__(self):
         check_dims(self.spatial_dims)
         check_conv_kind(self.conv)
         check_conv_kind(self.first_conv)
+        if self.last_conv is not None:
+            check_conv_kind(self.last_conv)
         self.features = tuple(self.features)  # JSON gives lists
         if not self.features or any(not isinstance(f, int) or f < 1 for f in self.features):
             raise LeanSegError(f"features must be positive integers, one per level, got {self.features!r}")
@@ -52,6 +58,10 @@ class UNetConfig:
             close = difflib.get_close_matches(str(self.up), UP_MODES, n=1)
             raise LeanSegError(f"unknown up {self.up!r}; " + (f"did you mean {close[0]!r}?" if close
                                                               else f"choose from {', '.join(UP_MODES)}"))
+        if self.down not in DOWN_MODES:
+            close = difflib.get_close_matches(str(self.down), DOWN_MODES, n=1)
+            raise LeanSegError(f"unknown down {self.down!r}; " + (f"did you mean {close[0]!r}?" if close
+                                                                  else f"choose from {', '.join(DOWN_MODES)}"))
 
 
 _FIELDS = [f.name for f in dataclasses.fields(UNetConfig)]
@@ -82,11 +92,14 @@ class LeanUNet(nn.Module):
         first = cfg.first_conv if cfg.conv == "lean" else "dense"
         self.encoder = nn.ModuleList(
             [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **common)]
-            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, **common) for i in range(1, len(f))]
+            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, down=cfg.down, **common) for i in range(1, len(f))]
         )
-        # deepest first: level i takes f[i + 1] channels up to the grid and width of skip i
+        # deepest first: level i takes f[i + 1] channels up to the grid and width of skip i; level 0 (full
+        # resolution) may use last_conv
+        last = cfg.last_conv if cfg.conv == "lean" and cfg.last_conv else cfg.conv
         self.decoder = nn.ModuleList(
-            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **common) for i in reversed(range(len(f) - 1))]
+            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **(common | {"conv": last if i == 0 else cfg.conv}))
+             for i in reversed(range(len(f) - 1))]
         )
         self.head = pointwise_conv(d, f[0], cfg.out_channels)
         heads = [pointwise_conv(d, f[i], cfg.out_channels) for i in range(1, len(f) - 1)]

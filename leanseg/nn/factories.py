@@ -20,6 +20,8 @@ from leanseg.nn.norm import InstanceNorm
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 AVG_POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+# 2x downsampling by pooling, name -> {spatial_dims: class}
+POOL = {"maxpool": {2: nn.MaxPool2d, 3: nn.MaxPool3d}, "avgpool": {2: nn.AvgPool2d, 3: nn.AvgPool3d}}
 INTERP_MODE = {2: "bilinear", 3: "trilinear"}
 
 CONV_KINDS = ("lean", "dense")
