@@ -25,7 +25,7 @@ app.add_typer(bench_app, name="bench")
 
 # Each module registers its commands on `app` / `bench_app` when imported.
 _COMMAND_MODULES = ["bench_conv", "bench_unet", "models_cmd", "train_cmd", "demo_cmd", "predict_cmd", "evaluate_cmd",
-                    "bench_stream", "bench_brats"]
+                    "bench_stream", "bench_brats", "bench_seg2d"]
 for _name in _COMMAND_MODULES:
     import_module(f"leanseg.cli.{_name}")
 
