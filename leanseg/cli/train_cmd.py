@@ -55,7 +55,9 @@ def train_cmd(
         if len(options["window"]) != dims:
             raise LeanSegError(f"--window needs 1 or {dims} sizes for task {task!r}, got {window!r}")
     if features is not None:
-        options["model_kwargs"] = {"features": _ints(features, "--features")}
+        # only the widths change: the task's other model options (seg2d's down, last_conv) stay
+        options["model_kwargs"] = dict(mod.Config().model_kwargs if model in (None, mod.Config().model) else {}) | {
+            "features": _ints(features, "--features")}
     if data is not None and not data.exists():
         raise LeanSegError(f"{data}: no such folder")
 
