@@ -1,5 +1,6 @@
 """``leanseg bench seg2d``: LeanUNet, its dense twin and MONAI's BasicUNet trained on ISBI 2012 EM slices 0-14 and
-scored on slices 15-19 at equal epochs and at equal wall-clock (the lean model's training time given to each).
+scored on slices 15-19 at equal epochs and at equal wall-clock (the lean run's training time given to each, converted
+to epochs by the ratio of interleaved step times).
 
 Scores come from what users run: ``leanseg.predict`` on the validation PNGs (z-score, sliding window, softmax,
 argmax, label values 0/255), then membrane Dice, pixel error and adapted Rand error of the cell interiors
@@ -50,7 +51,7 @@ def flat_epoch(values: list[float], tol: float = 0.01) -> int:
     return len(values)
 
 
-def score_run(data: Path, out: Path, model, title: str, picture_id: str = VAL_IDS[0]) -> dict:
+def score_run(data: Path, out: Path, model, picture_id: str = VAL_IDS[0]) -> dict:
     """Scores of ``model`` (the run's last epoch) on the validation slices through ``leanseg.predict``, and a PNG
     image | reference | prediction of one slice."""
     from skimage import io
@@ -93,7 +94,7 @@ def train_and_score(data: Path, out: Path, name: str, options: dict, build, epoc
     seconds = [float(r["seconds"]) for r in log]
     return {"model": name, "epochs": epochs, "weights": sum(p.numel() for p in result.model.parameters()),
             "s_per_epoch": float(np.median(seconds)), "train_s": float(sum(seconds)), "total_s": train_s,
-            "flat_epoch": flat_epoch(curve), "curve": curve} | score_run(data, out, result.model, name)
+            "flat_epoch": flat_epoch(curve), "curve": curve} | score_run(data, out, result.model)
 
 
 def step_seconds(builders: dict, window=(256, 256), batch: int = 4, rounds: int = 5, seed: int = 0) -> dict:
