@@ -34,6 +34,14 @@ class UpMode(str, Enum):
     TRANSPOSE = "transpose"
 
 
+class DownMode(str, Enum):
+    """How an encoder level halves the grid: a stride-2 conv, or 2x pooling then a stride-1 conv."""
+
+    CONV = "conv"
+    MAXPOOL = "maxpool"
+    AVGPOOL = "avgpool"
+
+
 class Schedule(str, Enum):
     """Learning-rate schedule: cosine to zero, or nnU-Net's poly (1 - t/T)^0.9."""
 

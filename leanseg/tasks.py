@@ -138,18 +138,25 @@ class Task:
 
     def validate_case(self, model: nn.Module, image: torch.Tensor, target: torch.Tensor,
                       device: torch.device) -> dict[str, float]:
-        """Dice (and HD95) of one case ``(1, C, ...)``: predicted and decoded into a label map exactly as
-        ``leanseg predict`` writes it, then split into the masks ``leanseg evaluate`` scores."""
-        import torch
-
+        """Scores of one case ``(1, C, ...)``, predicted and decoded into a label map exactly as ``leanseg predict``
+        writes it (the same sliding window, blending and label manager)."""
         from leanseg.inference import sliding_window_predict
-        from leanseg.metrics import dice_hd95
 
         manager = self.label_manager
         probs = sliding_window_predict(model, image, self.config.window, activation=manager.activation,
                                        device=device)
+        return self.score_case(manager.decode(probs[0]), target)
+
+    def score_case(self, label_map: np.ndarray, target: torch.Tensor) -> dict[str, float]:
+        """Dice (and HD95) of a predicted label map against an encoded target ``(1, K or 1, ...)``, on the masks
+        ``leanseg evaluate`` scores."""
+        import torch
+
+        from leanseg.metrics import dice_hd95
+
+        manager = self.label_manager
         scored = LabelManager(regions=manager.scored)
-        pred = torch.from_numpy(scored.masks(manager.decode(probs[0])))[None].float()
+        pred = torch.from_numpy(scored.masks(label_map))[None].float()
         keep = [i for i, name in enumerate(manager.names) if name in manager.scored]
         ref = manager.target_masks(target.cpu())[:, keep]
         dice, hd = dice_hd95(pred, ref, hd95=self.config.hd95)

@@ -20,6 +20,7 @@ from leanseg.cli.bench_conv import bench_conv
 from leanseg.cli.bench_export import bench_export
 from leanseg.cli.bench_faults import bench_faults
 from leanseg.cli.bench_predict import bench_predict
+from leanseg.cli.bench_seg2d import bench_seg2d
 from leanseg.cli.bench_stream import bench_stream
 from leanseg.cli.bench_unet import bench_unet
 from leanseg.cli.demo_cmd import demo_cmd
@@ -56,6 +57,7 @@ bench_app.command("brats")(bench_brats)
 bench_app.command("predict")(bench_predict)
 bench_app.command("export")(bench_export)
 bench_app.command("faults")(bench_faults)
+bench_app.command("seg2d")(bench_seg2d)
 
 
 def _note(message, category, filename, lineno, file=None, line=None):

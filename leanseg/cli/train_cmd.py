@@ -47,7 +47,10 @@ def train_cmd(
     if window is not None:
         options["window"] = parse_window(window, cls.Config().spatial_dims, what="--window")
     if features is not None:
-        options["model_kwargs"] = {"features": parse_ints(features, "--features")}
+        # only the widths change: the task's other model options (seg2d's down, last_conv) stay
+        defaults = cls.Config()
+        options["model_kwargs"] = dict(defaults.model_kwargs if model in (None, defaults.model) else {}) | {
+            "features": parse_ints(features, "--features")}
     if data is not None and not data.exists():
         raise LeanSegError(f"{data}: no such folder")
     if device is not None:

@@ -14,7 +14,7 @@ from leanseg.models._registry import register
 from leanseg.nn.blocks import ConvNormAct, DownBlock, UpBlock
 from leanseg.nn.factories import LayerSpec, check_conv_kind, check_dims, pointwise_conv
 from leanseg.nn.ops import tracing
-from leanseg.options import UpMode, look_up_option
+from leanseg.options import DownMode, UpMode, look_up_option
 
 
 @dataclass
@@ -38,11 +38,17 @@ class UNetConfig:
     # interpolation + conv is exactly twin-comparable; "transpose" is nnU-Net's 2x transposed conv (lean: 1x1 +
     # per-channel taps)
     up: str = "interp"
+    # "conv": stride-2 convolutions go down (the old models); "maxpool"/"avgpool": pool, then a stride-1 conv
+    down: str = "conv"
+    # kind of the convolutions of the last (full-resolution) decoder level; None: the same as ``conv``
+    last_conv: str | None = None
 
     def __post_init__(self) -> None:
         check_dims(self.spatial_dims)
         self.conv = check_conv_kind(self.conv)
         self.first_conv = check_conv_kind(self.first_conv)
+        if self.last_conv is not None:
+            self.last_conv = check_conv_kind(self.last_conv)
         self.features = tuple(self.features)  # JSON gives lists
         if not self.features or any(not isinstance(f, int) or f < 1 for f in self.features):
             raise LeanSegError(f"features must be positive integers, one per level, got {self.features!r}")
@@ -51,6 +57,7 @@ class UNetConfig:
             if not isinstance(value, int) or value < 1:
                 raise LeanSegError(f"{name} must be a positive integer, got {value!r}")
         self.up = look_up_option(self.up, UpMode, what="up").value
+        self.down = look_up_option(self.down, DownMode, what="down").value
 
 
 _FIELDS = [f.name for f in dataclasses.fields(UNetConfig)]
@@ -78,11 +85,14 @@ class LeanUNet(nn.Module):
         first = cfg.first_conv if cfg.conv == "lean" else "dense"
         self.encoder = nn.ModuleList(
             [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **common)]
-            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, **common) for i in range(1, len(f))]
+            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, down=cfg.down, **common) for i in range(1, len(f))]
         )
-        # deepest first: level i takes f[i + 1] channels up to the grid and width of skip i
+        # deepest first: level i takes f[i + 1] channels up to the grid and width of skip i; level 0 (full
+        # resolution) may use last_conv
+        last = cfg.last_conv if cfg.conv == "lean" and cfg.last_conv else cfg.conv
         self.decoder = nn.ModuleList(
-            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **common) for i in reversed(range(len(f) - 1))]
+            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **(common | {"conv": last if i == 0 else cfg.conv}))
+             for i in reversed(range(len(f) - 1))]
         )
         self.head = pointwise_conv(d, f[0], cfg.out_channels)
         heads = [pointwise_conv(d, f[i], cfg.out_channels) for i in range(1, len(f) - 1)]
@@ -107,7 +117,7 @@ class LeanUNet(nn.Module):
         for level in self.encoder:
             if reuse:
                 down: DownBlock = level  # type: ignore[assignment]  # ModuleList items are typed as Module
-                a = down.down(x)  # (N, f[i], *ceil(spatial / 2^i))
+                a = down.down(down.pool(x))  # (N, f[i], *ceil(spatial / 2^i))
                 x = down.body(a)
                 spare.append(a)
                 del a

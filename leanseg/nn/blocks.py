@@ -18,6 +18,7 @@ from leanseg.nn.factories import (
     CONV,
     CONV_TRANSPOSE,
     INTERP_MODE,
+    POOL,
     LayerSpec,
     act_layer,
     check_conv_kind,
@@ -26,7 +27,7 @@ from leanseg.nn.factories import (
     has_norm,
     norm_layer,
 )
-from leanseg.options import ConvKind, UpMode, look_up_option
+from leanseg.options import ConvKind, DownMode, UpMode, look_up_option
 
 
 class ConvNormAct(nn.Module):
@@ -77,22 +78,30 @@ class ResidualBlock(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """One encoder level: a stride-2 ConvNormAct that changes the width, then a ConvNormAct or a ResidualBlock.
+    """One encoder level: a 2x downsampling ConvNormAct that changes the width, then a ConvNormAct or a ResidualBlock.
 
-    ``stride=1`` makes the first level of a U-Net; ``first_conv`` overrides the kind of the first convolution
-    (a dense 3x3 where the input has few channels, as the paper advises).
+    ``down="conv"`` downsamples with a stride-2 convolution; ``"maxpool"`` / ``"avgpool"`` pool 2x first and then
+    convolve at stride 1. A stride-2 lean conv reads its 1x1 part at one pixel in four and its taps at five, so
+    three quarters of the input never reach the channel mix; pooling first lets every pixel reach it.
+    ``stride=1`` makes the first level of a U-Net (no downsampling); ``first_conv`` overrides the kind of the first
+    convolution (a dense 3x3 where the input has few channels, as the paper advises).
     """
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 2,
                  conv: str | ConvKind = "lean", norm: LayerSpec = "instance", act: LayerSpec = "leakyrelu",
-                 residual: bool = False, first_conv: str | ConvKind | None = None):
+                 residual: bool = False, first_conv: str | ConvKind | None = None, down: str | DownMode = "conv"):
         super().__init__()
-        self.down = ConvNormAct(spatial_dims, in_channels, out_channels, stride, first_conv or conv, norm, act)
+        down = look_up_option(down, DownMode, what="down").value
+        pooled = down != "conv" and stride > 1
+        # ceil_mode: n -> ceil(n / 2), as the stride-2 padded conv does, so odd sizes come back exactly
+        self.pool = POOL[down][check_dims(spatial_dims)](stride, ceil_mode=True) if pooled else nn.Identity()
+        self.down = ConvNormAct(spatial_dims, in_channels, out_channels, 1 if pooled else stride, first_conv or conv,
+                                norm, act)
         body = ResidualBlock if residual else ConvNormAct
         self.body = body(spatial_dims, out_channels, out_channels, conv=conv, norm=norm, act=act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.down(x))  # (N, C_out, *ceil(spatial / stride))
+        return self.body(self.down(self.pool(x)))  # (N, C_out, *ceil(spatial / stride))
 
 
 class LeanConvTranspose(nn.Module):

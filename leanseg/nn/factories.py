@@ -25,6 +25,9 @@ LayerSpec: TypeAlias = str | type[nn.Module] | tuple[str | type[nn.Module], dict
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
 AVG_POOL = {2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+# 2x downsampling by pooling, name -> {spatial_dims: class}
+POOL: dict[str, dict[int, type[nn.Module]]] = {"maxpool": {2: nn.MaxPool2d, 3: nn.MaxPool3d},
+                                            "avgpool": {2: nn.AvgPool2d, 3: nn.AvgPool3d}}
 INTERP_MODE = {2: "bilinear", 3: "trilinear"}
 
 # name -> {spatial_dims: class}; group norm is dimension-free and takes its group count first

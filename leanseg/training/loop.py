@@ -63,11 +63,12 @@ class TrainResult:
 
 def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list]:
     """The data's own split when every case names one (CIFAR's test batch); else a seeded shuffle, then at least
-    one validation case when there are two or more cases."""
+    one validation case when there are two or more cases and ``val_fraction`` is above 0."""
     if cases and all("split" in c for c in cases):
         return [c for c in cases if c["split"] == "train"], [c for c in cases if c["split"] != "train"]
     order = np.random.default_rng(seed).permutation(len(cases))
-    n_val = 0 if len(cases) < 2 else max(1, round(val_fraction * len(cases)))
+    # val_fraction 0 trains on every case (a final model); otherwise at least one case is held out
+    n_val = 0 if len(cases) < 2 or val_fraction <= 0 else max(1, round(val_fraction * len(cases)))
     return [cases[i] for i in order[n_val:]], [cases[i] for i in order[:n_val]]
 
 

@@ -82,6 +82,10 @@ UNET_VARIANTS = [
     {"norm": "group", "act": "gelu"},
     {"norm": "batch", "act": "relu", "first_conv": "lean"},
     {"features": (4, 8, 12, 16, 20)},  # 5 levels: 29 -> 15 -> 8 -> 4 -> 2
+    {"down": "maxpool"},  # pool, then a stride-1 conv; ceil_mode keeps odd sizes
+    {"down": "avgpool", "residual": True, "features": (4, 8, 12, 16)},
+    {"last_conv": "dense"},  # dense convs in the full-resolution decoder level only
+    {"down": "maxpool", "last_conv": "dense", "up": "transpose", "features": (4, 8, 12, 16, 20)},
 ]
 
 
@@ -180,6 +184,19 @@ def test_config_is_json_and_rebuilds_the_model():
     assert {k: v.shape for k, v in again.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
 
 
+def test_old_configs_without_the_new_options_build_the_old_model():
+    # a checkpoint written before `down` and `last_conv` existed stores neither; the defaults rebuild its layers
+    old = {"spatial_dims": 2, "in_channels": 1, "out_channels": 2, "features": [4, 8, 12], "residual": False,
+           "norm": "instance", "act": "leakyrelu", "conv": "lean", "first_conv": "dense", "deep_supervision": False,
+           "up": "interp"}
+    model = create("lean_unet", **old)
+    assert model.config["down"] == "conv" and model.config["last_conv"] is None
+    assert not any(isinstance(m, nn.MaxPool2d | nn.AvgPool2d) for m in model.modules())
+    assert not any(isinstance(m, nn.Conv2d) for m in model.decoder[-1].modules())  # lean throughout
+    with_dense = create("lean_unet", **old, last_conv="dense")
+    assert sum(isinstance(m, nn.Conv2d) for m in with_dense.decoder[-1].modules()) == 3  # up, fuse, body
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"norm": "instnce"}, "unknown norm 'instnce'; did you mean 'instance'"),
     ({"act": "leaky_rel"}, "unknown activation 'leaky_rel'; did you mean 'leakyrelu'"),
@@ -187,6 +204,8 @@ def test_config_is_json_and_rebuilds_the_model():
     ({"up": "transpsoe"}, "did you mean 'transpose'"),
     ({"featurs": (4, 8)}, "unknown LeanUNet option 'featurs'; did you mean 'features'"),
     ({"norm": "zzz"}, "unknown norm 'zzz'; choose from 'instance', 'batch', 'group', 'none'"),
+    ({"down": "maxpol"}, "did you mean 'maxpool'"),
+    ({"last_conv": "dens"}, "did you mean 'dense'"),
     ({"spatial_dims": 4}, "spatial_dims must be 2 or 3"),
     ({"features": (4, 0)}, "features must be positive integers"),
 ])
