@@ -128,7 +128,11 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
     if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
         raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
     dev = resolve_device(device)
-    output = Path(output) if output is not None else default_output(inputs[0])
+    if output is None:
+        output = default_output(inputs[0])
+        if output.exists():  # a name chosen for the user never replaces a file (a case folder's own seg, say)
+            raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
+    output = Path(output)
     kind = kind_of(inputs[0])
     _check_output_kind(output, kind)
     if meta.spatial_dims is not None:

@@ -451,3 +451,28 @@ def test_channel_files_in_the_wrong_order_are_reordered_by_name(tmp_path, capsys
     assert code == 0 and err.strip().startswith("leanseg: note: channel files reordered"), err
     a, b = (np.asarray(nib.load(tmp_path / f"{n}.nii.gz").dataobj) for n in "ab")
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_default_output_never_replaces_a_file(tmp_path, capsys):
+    vol = _nifti(tmp_path / "v.nii.gz")
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels={"a": 0, "b": 1}, window=[4, 4, 4])
+    (tmp_path / "v_pred.nii.gz").write_bytes(b"someone's segmentation")
+    code, _, err = run(capsys, "predict", vol, "-m", ckpt)
+    assert code == 2 and err.count("\n") == 1 and "v_pred.nii.gz: exists; give -o" in err
+    assert (tmp_path / "v_pred.nii.gz").read_bytes() == b"someone's segmentation"
+
+
+def test_evaluate_more_careless_inputs(tmp_path, capsys):
+    ref = np.zeros((8, 8, 8), np.uint8)
+    ref[2:5, 2:5, 2:5] = 1
+    nib.save(nib.Nifti1Image(ref, np.eye(4)), tmp_path / "ref.nii.gz")
+    mri = np.random.default_rng(0).normal(100, 20, (8, 8, 8)).astype(np.float32)  # an image, not a label map
+    nib.save(nib.Nifti1Image(mri, np.eye(4)), tmp_path / "mri.nii.gz")
+    code, _, err = run(capsys, "evaluate", tmp_path / "ref.nii.gz", tmp_path / "mri.nii.gz")
+    assert code == 2 and "mri.nii.gz: non-integer values" in err
+    code, out, err = run(capsys, "evaluate", tmp_path / "ref.nii.gz", tmp_path / "ref.nii.gz", "--regions",
+                         '{"WT": 5}')  # a single value where a list was meant
+    assert code == 0 and "WT" in out, err
+    code, _, err = run(capsys, "evaluate", tmp_path / "ref.nii.gz", tmp_path / "ref.nii.gz", "--json",
+                       "/proc/leanseg-scores.json")  # a read-only file system
+    assert code == 2 and err.count("\n") == 1 and "leanseg-scores.json: cannot write" in err, err

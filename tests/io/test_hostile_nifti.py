@@ -131,3 +131,17 @@ def test_fuzzed_headers_fail_with_one_line_or_read(tmp_path):
             assert "\n" not in str(err) and str(path) in str(err)
             outcomes["refused"] += 1
     assert outcomes["refused"] > 10, outcomes
+
+
+def test_zero_voxel_size_is_repaired_by_nibabel_not_a_traceback(tmp_path):
+    """A qform with a zero pixdim: nibabel's loader sets the size to 1 (logging it); leanseg reads the volume on
+    that repaired grid rather than failing in the reorientation."""
+    header = nib.Nifti1Header()
+    data = np.ones((5, 6, 7), np.float32)
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(data.dtype)
+    header.set_qform(np.eye(4), 1)
+    header["pixdim"][1:4] = (1.0, 0.0, 1.0)
+    nib.save(nib.Nifti1Image(data, None, header=header), tmp_path / "z.nii.gz")
+    array, geometry = read_volume(tmp_path / "z.nii.gz")
+    assert array.shape == (1, 5, 6, 7) and geometry.spacing == (1.0, 1.0, 1.0)
