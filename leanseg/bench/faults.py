@@ -51,7 +51,9 @@ def segy_fraction(checkpoint: str | os.PathLike, segy: str | os.PathLike) -> flo
 
 def shared_f3() -> Path | None:
     """The real F3 crop of the shared test data, when present ($LEANSEG_SHARED_DATA or ../shared/data)."""
-    for root in (os.environ.get("LEANSEG_SHARED_DATA"), "../shared/data"):
+    from leanseg import env
+
+    for root in (env.shared_data(), "../shared/data"):
         if root and (Path(root) / "segy/segyio/f3.sgy").is_file():
             return Path(root) / "segy/segyio/f3.sgy"
     return None
