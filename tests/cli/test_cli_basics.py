@@ -34,7 +34,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_command_modules_do_not_import_main():
-    """main.py registers the command functions; no command module imports it back (see tests/project/test_import_graph.py)."""
+    """main.py registers the command functions; no command module imports it back (tests/project/test_import_graph)."""
     code = ("import sys; import leanseg.cli.predict_cmd, leanseg.cli.train_cmd, leanseg.cli.bench_conv; "
             "assert 'leanseg.cli.main' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
