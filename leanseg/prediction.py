@@ -127,7 +127,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
                                                                             "--postprocess")
     if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
         raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
-    dev = resolve_device(device)
+    dev = resolve_device(device, what="device")
     if output is None:
         output = default_output(inputs[0])
         if output.exists():  # a name chosen for the user never replaces a file (a case folder's own seg, say)

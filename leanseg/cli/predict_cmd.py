@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from leanseg.options import parse_window
+from leanseg.options import parse_window, resolve_device
 
 
 def predict_cmd(
@@ -42,6 +42,7 @@ def predict_cmd(
     # the volume's dimension is known once the input is read: one size goes through as an int, which
     # leanseg.predict repeats on every axis
     sizes = parse_window(window, what="--window") if window is not None else None
+    resolve_device(device)  # a bad --device is named as the flag, before any work
     chosen = None if not model else model[0] if len(model) == 1 else list(model)
     out = predict(inputs, chosen, output=output,
                   window=sizes[0] if sizes and len(sizes) == 1 else sizes,

@@ -65,3 +65,12 @@ def test_bf16_prediction_is_close_to_fp32(case, tmp_path):
     assert 0 < np.abs(probs["bf16"] - probs["fp32"]).max() < 0.05  # bf16 has 8 bits of mantissa
     labels = {p: np.asanyarray(nib.load(tmp_path / f"{p}.nii.gz").dataobj) for p in ("fp32", "bf16")}
     assert (labels["bf16"] == labels["fp32"]).mean() > 0.97
+
+
+def test_python_api_errors_name_parameters_not_flags(case):
+    image, ckpt = case
+    for kwargs, message in (({"device": "mps"}, "device 'mps'"), ({"overlap": 2.0}, "overlap must be"),
+                            ({"batch_size": 0}, "batch_size must be")):
+        with pytest.raises(LeanSegError, match=message) as err:
+            predict(image, ckpt, progress=False, **kwargs)
+        assert "--" not in str(err.value)
