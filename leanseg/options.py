@@ -7,6 +7,7 @@ at import time (the CLI parses options before anything heavy loads); ``resolve_d
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -117,6 +118,13 @@ def parse_ints(text: str | int | Sequence[int], what: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise LeanSegError(f"{what} {text!r}: sizes must be positive integers")
     return values
+
+
+def at_least(value: float, minimum: float, what: str) -> float:
+    """``value`` when it is a finite number of at least ``minimum``, else a one-line error naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < minimum:
+        raise LeanSegError(f"{what} must be at least {minimum}, got {value!r}")
+    return value
 
 
 def parse_window(

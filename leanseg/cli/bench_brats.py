@@ -17,6 +17,10 @@ def bench_brats(
 ):
     """Dice per region (validation phantoms), weights and seconds per epoch on the CPU."""
     from leanseg.bench.brats import HEADER, run
+    from leanseg.options import at_least, parse_ints
 
+    for value, what, minimum in ((cases, "--cases", 2), (epochs, "--epochs", 1), (size, "--size", 16)):
+        at_least(value, minimum, what)
+    widths = parse_ints(features, "--features")
     typer.echo(HEADER)
-    run(out, cases=cases, epochs=epochs, size=size, features=tuple(int(f) for f in features.split(",")), seed=seed)
+    run(out, cases=cases, epochs=epochs, size=size, features=widths, seed=seed)

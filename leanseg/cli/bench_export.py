@@ -12,7 +12,11 @@ def bench_export(
 ):
     """Forward time of a 4 x size^3 patch: leanseg's CPU fast path and its ONNX export on onnxruntime."""
     from leanseg.errors import LeanSegError
-    from leanseg.options import parse_ints
+    from leanseg.options import at_least, parse_ints
+
+    if at_least(size, 16, "--size") % 16:
+        raise LeanSegError(f"--size must be a multiple of 16, got {size}")
+    at_least(repeats, 1, "--repeats")
 
     try:
         import onnxruntime  # noqa: F401

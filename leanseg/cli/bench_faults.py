@@ -22,6 +22,11 @@ def bench_faults(
     The defaults finish in a few minutes on 2 CPU cores and only show that it runs: raise --cases, --epochs, --size."""
     from leanseg.bench.faults import CONTENDERS, HEADER, run
     from leanseg.errors import LeanSegError
+    from leanseg.options import at_least
+
+    for value, what, minimum in ((cases, "--cases", 2), (epochs, "--epochs", 1), (size, "--size", 16),
+                                 (heldout, "--heldout", 1)):
+        at_least(value, minimum, what)
 
     chosen = tuple(m.strip() for m in models.split(",") if m.strip())
     unknown = [m for m in chosen if m not in CONTENDERS]

@@ -21,7 +21,10 @@ def bench_seg2d(
     """Weights, s/epoch, membrane Dice, pixel error and adapted Rand error on slices 15-19; one picture per run."""
     from leanseg.bench.seg2d import HEADER, VAL_IDS, run
     from leanseg.errors import LeanSegError
+    from leanseg.options import at_least
 
+    at_least(epochs, 1, "--epochs")
+    at_least(threads, 0, "--threads")
     missing = [f"{sub}/{i}.png" for sub in ("image", "label") for i in (*range(15), *VAL_IDS)
                if not (data / sub / f"{i}.png").is_file()]
     if missing:

@@ -18,6 +18,10 @@ def bench_stream(
 ):
     """Write a synthetic SEG-Y cube, predict it slab by slab, report peak RSS (< 1.5 GB) and throughput."""
     from leanseg.bench.stream import run
+    from leanseg.options import at_least, parse_window
 
-    run(size_gb=size_gb, xlines=xlines, samples=samples, window=tuple(int(w) for w in window.split(",")), slab=slab,
+    at_least(size_gb, 1e-4, "--size-gb")
+    at_least(xlines, 2, "--xlines")
+    at_least(samples, 8, "--samples")
+    run(size_gb=size_gb, xlines=xlines, samples=samples, window=parse_window(window, 3, what="--window"), slab=slab,
         halo=halo, overlap=overlap, workdir=workdir, keep=keep)

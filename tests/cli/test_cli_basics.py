@@ -65,3 +65,21 @@ def test_option_errors_are_one_line_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"leanseg: error: {message}"), err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "export", "--size", "0"], "--size must be at least 16"),
+    (["bench", "export", "--size", "20"], "--size must be a multiple of 16"),
+    (["bench", "stream", "--size-gb", "-1"], "--size-gb must be at least"),
+    (["bench", "stream", "--window", "a,b"], "--window 'a,b'"),
+    (["bench", "faults", "--cases", "0"], "--cases must be at least 2"),
+    (["bench", "brats", "--features", "a,b"], "--features 'a,b'"),
+    (["bench", "brats", "--epochs", "0"], "--epochs must be at least 1"),
+    (["bench", "seg2d", "--epochs", "0"], "--epochs must be at least 1"),
+])
+def test_bench_options_are_checked_before_any_work(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().startswith(f"leanseg: error: {message}") and captured.err.count("\n") == 1
+    assert captured.out == "" and list(tmp_path.iterdir()) == []
