@@ -130,19 +130,18 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
 
 
 def bench_specs(in_channels: int, out_channels: int, features: tuple[int, ...]) -> dict[str, tuple[str, dict, str]]:
-    """The compared 3D models as (builder, kwargs, precision), picklable for the worker process. MONAI's at about
-    our widths."""
-    ours = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels, "features": features}
+    """The compared 3D models as (registry name, kwargs, precision), picklable for the worker process; MONAI's
+    networks through the registry's monai_* entries, at about our widths."""
     io = {"spatial_dims": 3, "in_channels": in_channels, "out_channels": out_channels}
+    ours = {**io, "features": features}
     return {
-        "LeanUNet": ("leanseg", {**ours, "conv": "lean"}, "fp32"),
-        "LeanUNet bf16": ("leanseg", {**ours, "conv": "lean"}, "bf16"),
-        "LeanUNet dense twin": ("leanseg", {**ours, "conv": "dense"}, "fp32"),
+        "LeanUNet": ("lean_unet", {**ours, "conv": "lean"}, "fp32"),
+        "LeanUNet bf16": ("lean_unet", {**ours, "conv": "lean"}, "bf16"),
+        "LeanUNet dense twin": ("lean_unet", {**ours, "conv": "dense"}, "fp32"),
         # two residual units per level is the setting of MONAI's tutorials; the widths are ours
-        "MONAI UNet": ("UNet", {**io, "channels": features, "strides": (2,) * (len(features) - 1),
-                                "num_res_units": 2, "norm": "instance"}, "fp32"),
-        "MONAI SegResNet": ("SegResNet", {**io, "init_filters": features[0]}, "fp32"),  # 32-64-128-256
-        "MONAI BasicUNet": ("BasicUNet", {**io, "features": (*features, features[0])}, "fp32"),
+        "MONAI UNet": ("monai_unet", {**ours, "num_res_units": 2, "norm": "instance"}, "fp32"),
+        "MONAI SegResNet": ("monai_segresnet", {**io, "init_filters": features[0]}, "fp32"),  # 32-64-128-256
+        "MONAI BasicUNet": ("monai_basicunet", {**io, "features": features}, "fp32"),
     }
 
 
@@ -150,13 +149,8 @@ def bench_specs(in_channels: int, out_channels: int, features: tuple[int, ...]) 
 TRAIN_ROWS = ("LeanUNet", "LeanUNet dense twin", "MONAI SegResNet")
 
 
-def _build(builder: str, kwargs: dict, precision: str = "fp32") -> nn.Module:
-    if builder == "leanseg":
-        model = create("lean_unet", **kwargs)
-    else:
-        import monai.networks.nets as nets
-
-        model = getattr(nets, builder)(**kwargs)
+def _build(name: str, kwargs: dict, precision: str = "fp32") -> nn.Module:
+    model = create(name, **kwargs)
     if precision != "fp32":
         from leanseg.nn.precision import prepare
 

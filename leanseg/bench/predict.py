@@ -78,19 +78,6 @@ def write_synthetic_case(folder: Path, shape: tuple[int, int, int], seed: int = 
     return folder
 
 
-def _registry_entry(builder: str, kwargs: dict) -> tuple[str, dict]:
-    """(registry name, kwargs) of a bench_specs row: LeanUNet or one of MONAI's networks in the registry."""
-    if builder == "leanseg":
-        return "lean_unet", kwargs
-    common = {k: kwargs[k] for k in ("spatial_dims", "in_channels", "out_channels")}
-    if builder == "UNet":
-        return "monai_unet", {**common, "features": list(kwargs["channels"]), "num_res_units": kwargs["num_res_units"],
-                              "norm": kwargs["norm"]}
-    if builder == "SegResNet":
-        return "monai_segresnet", {**common, "init_filters": kwargs["init_filters"]}
-    return "monai_basicunet", {**common, "features": list(kwargs["features"][:5])}
-
-
 def write_checkpoints(folder: Path, names: list[str], setup: Setup) -> dict[str, tuple[Path, int]]:
     """One random-initialised checkpoint per row: {row: (path, weights)}."""
     import torch
@@ -101,8 +88,7 @@ def write_checkpoints(folder: Path, names: list[str], setup: Setup) -> dict[str,
     specs = bench_specs(len(CHANNELS), len(REGIONS), setup.features)
     out = {}
     for name in names:
-        builder, kwargs, _ = specs[name]
-        model_name, model_kwargs = _registry_entry(builder, kwargs)
+        model_name, model_kwargs, _ = specs[name]
         torch.manual_seed(0)
         model = create(model_name, **model_kwargs)
         path = folder / f"{name.replace(' ', '_')}.safetensors"
