@@ -65,8 +65,10 @@ class ZScore:
         array = image.detach().cpu().numpy() if is_torch else np.asarray(image)
         stats = self.stats if self.stats is not None else volume_stats(array, self.nonzero)
         out = np.empty(array.shape, np.float32)
-        for c, s in enumerate(stats):
-            out[c] = (np.clip(array[c], s.low, s.high) - s.mean) / s.std
+        for c, s in enumerate(stats):  # clip, shift and scale in place: one output buffer, no temporaries
+            np.clip(array[c], s.low, s.high, out=out[c])
+            out[c] -= s.mean
+            out[c] /= s.std
             if self.nonzero:
                 out[c][array[c] == 0] = 0
         return torch.from_numpy(out) if is_torch else out

@@ -150,8 +150,7 @@ class BratsTask(Task):
     Config = BratsConfig
     config: BratsConfig
 
-    def discover(self, root: str | Path) -> list[dict]:
-        return discover(root)
+    discover = staticmethod(discover)  # the module's function: folders need no task state
 
     def synthetic(self, n: int, seed: int) -> list[dict]:
         """``n`` cases of leanseg.synthetic.brats_phantom, case i seeded by (seed, i)."""

@@ -90,8 +90,7 @@ class FaultsTask(Task):
     Config = FaultsConfig
     config: FaultsConfig
 
-    def discover(self, root: str | Path) -> list[dict]:
-        return discover(root)
+    discover = staticmethod(discover)  # the module's function: folders need no task state
 
     def synthetic(self, n: int, seed: int) -> list[dict]:
         """``n`` cases of leanseg.synthetic.fault_cube (the wide FaultSeg3D-style geology), case i seeded by

@@ -102,8 +102,7 @@ class Seg2dTask(Task):
     Config = Seg2dConfig
     config: Seg2dConfig
 
-    def discover(self, root: str | Path) -> list[dict]:
-        return discover(root)
+    discover = staticmethod(discover)  # the module's function: folders need no task state
 
     def synthetic(self, n: int, seed: int) -> list[dict]:
         """``n`` cases of leanseg.synthetic.shapes2d, case i seeded by (seed, i)."""
