@@ -224,15 +224,6 @@ def _in_channel_order(files: list[Path], channels: Sequence[str]) -> list[Path]:
     return ordered
 
 
-def _finite(slab: np.ndarray, path: Path, first: int) -> np.ndarray:
-    """``slab`` (inlines from index ``first``), or a one-line error where it holds NaN or infinite samples."""
-    if not np.isfinite(slab).all():
-        bad = np.argwhere(~np.isfinite(slab))[0]
-        raise LeanSegError(f"{path}: NaN or infinite sample at inline index {first + int(bad[0])}, crossline index "
-                           f"{int(bad[1])}, sample {int(bad[2])}; fix or mute it before predicting")
-    return slab
-
-
 def _crops_by_default(meta: CheckpointMeta) -> bool:
     return meta.normalization.kind == "zscore" and meta.normalization.nonzero
 
@@ -268,7 +259,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         decoder = meta.label_manager
         # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
         picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
-        sample = np.stack([_finite(reader.read(i, i + 1), path, i)[0] for i in picks])[None]
+        sample = np.stack([reader.read(i, i + 1)[0] for i in picks])[None]
         norm = meta.normalization.transform(stats_from=sample)
         live = geometry.live
         labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
@@ -288,7 +279,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         slices = OrthoSlices(geometry.shape) if outputs[-1].name.endswith("_preview.png") else None
 
         def read(lo, hi):
-            return _apply(norm, _finite(reader.read(lo, hi), path, lo)[None])
+            return _apply(norm, reader.read(lo, hi)[None])
 
         def write(start, probs):
             labels = decoder.decode(probs)

@@ -158,7 +158,8 @@ class SegyReader:
         return self.geometry.shape
 
     def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """Inlines ``start:stop`` as float32 ``(n, X, S)``; dead traces are zero."""
+        """Inlines ``start:stop`` as float32 ``(n, X, S)``; dead traces are zero. NaN or infinite samples are a
+        one-line error naming the first one: every reader (whole cube, streamed slabs, statistics) goes through here."""
         index = self.geometry.trace_index[start:stop]
         out = np.zeros((*index.shape, self.shape[2]), dtype=np.float32)
         live = index >= 0
@@ -169,6 +170,10 @@ class SegyReader:
             out[live] = self.file.trace.raw[int(traces[0]): int(traces[0]) + traces.size]  # one contiguous read
         else:  # crossline-sorted or irregular: trace by trace
             out[live] = np.stack([self.file.trace.raw[int(t)] for t in traces])
+        if not np.isfinite(out).all():
+            bad = np.argwhere(~np.isfinite(out))[0]
+            raise LeanSegError(f"{self.path}: NaN or infinite sample at inline index {start + int(bad[0])}, crossline "
+                               f"index {int(bad[1])}, sample {int(bad[2])}; fix or mute it before predicting")
         return out
 
     def close(self) -> None:
@@ -261,10 +266,7 @@ def read_segy(path: str | os.PathLike) -> tuple[np.ndarray, SegyGeometry]:
         if np.prod(reader.shape, dtype=np.int64) > env.max_voxels():
             raise LeanSegError(f"{path}: {'x'.join(map(str, reader.shape))} samples are over the in-memory limit of "
                                f"{env.max_voxels():,}; `leanseg predict` streams such cubes")
-        cube = reader.read()
-        if not np.isfinite(cube).all():
-            raise LeanSegError(f"{path}: {int(np.size(cube) - np.isfinite(cube).sum())} NaN or infinite samples")
-        return cube[None], reader.geometry
+        return reader.read()[None], reader.geometry
 
 
 def write_segy(path: str | os.PathLike, array: np.ndarray, geometry: SegyGeometry) -> Path:
