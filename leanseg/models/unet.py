@@ -42,6 +42,10 @@ class UNetConfig:
     down: str = "conv"
     # kind of the convolutions of the last (full-resolution) decoder level; None: the same as ``conv``
     last_conv: str | None = None
+    # the first N levels (encoder and decoder, full resolution first) built with dense 3x3(x3) convolutions: where
+    # channels are few a dense conv costs little (16 channels: 2,304 weights in 2D), and thin structures (EM
+    # membranes) are resolved there; 0: only first_conv (and last_conv) are dense
+    dense_levels: int = 0
 
     def __post_init__(self) -> None:
         check_dims(self.spatial_dims)
@@ -56,6 +60,9 @@ class UNetConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise LeanSegError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.dense_levels, int) or not 0 <= self.dense_levels <= len(self.features):
+            raise LeanSegError(f"dense_levels must be an integer from 0 to {len(self.features)} (the levels), "
+                               f"got {self.dense_levels!r}")
         self.up = look_up_option(self.up, UpMode, what="up").value
         self.down = look_up_option(self.down, DownMode, what="down").value
 
@@ -83,15 +90,19 @@ class LeanUNet(nn.Module):
         d, f = cfg.spatial_dims, cfg.features
         common: dict[str, Any] = {"conv": cfg.conv, "norm": cfg.norm, "act": cfg.act}
         first = cfg.first_conv if cfg.conv == "lean" else "dense"
+
+        def kind(level: int) -> dict[str, Any]:  # the convolutions of one level
+            return common | ({"conv": "dense"} if level < cfg.dense_levels else {})
+
         self.encoder = nn.ModuleList(
-            [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **common)]
-            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, down=cfg.down, **common) for i in range(1, len(f))]
+            [DownBlock(d, cfg.in_channels, f[0], stride=1, residual=cfg.residual, first_conv=first, **kind(0))]
+            + [DownBlock(d, f[i - 1], f[i], residual=cfg.residual, down=cfg.down, **kind(i)) for i in range(1, len(f))]
         )
         # deepest first: level i takes f[i + 1] channels up to the grid and width of skip i; level 0 (full
         # resolution) may use last_conv
-        last = cfg.last_conv if cfg.conv == "lean" and cfg.last_conv else cfg.conv
+        last = {"conv": cfg.last_conv} if cfg.conv == "lean" and cfg.last_conv else {}
         self.decoder = nn.ModuleList(
-            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **(common | {"conv": last if i == 0 else cfg.conv}))
+            [UpBlock(d, f[i + 1], f[i], f[i], up=cfg.up, **(kind(i) | (last if i == 0 else {})))
              for i in reversed(range(len(f) - 1))]
         )
         self.head = pointwise_conv(d, f[0], cfg.out_channels)

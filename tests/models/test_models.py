@@ -86,6 +86,7 @@ UNET_VARIANTS = [
     {"down": "avgpool", "residual": True, "features": (4, 8, 12, 16)},
     {"last_conv": "dense"},  # dense convs in the full-resolution decoder level only
     {"down": "maxpool", "last_conv": "dense", "up": "transpose", "features": (4, 8, 12, 16, 20)},
+    {"dense_levels": 2, "down": "maxpool"},  # dense convs in the two finest levels, encoder and decoder
 ]
 
 
@@ -96,6 +97,22 @@ def test_unet_variants(options, spatial_dims):
     model = LeanUNet(spatial_dims, 2, 2, **{"features": (4, 8, 12), **options})
     x = torch.randn(2, 2, *ODD[spatial_dims], requires_grad=True)
     check_forward_backward(model, x, (2, 2, *ODD[spatial_dims]))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_dense_levels_make_exactly_the_finest_levels_dense(spatial_dims):
+    f = (4, 8, 12, 16)
+    model = LeanUNet(spatial_dims, 2, 3, features=f, dense_levels=2)
+    decoder = dict(zip(reversed(range(len(f) - 1)), model.decoder, strict=True))  # level -> its decoder block
+    for level in range(len(f)):
+        blocks = [model.encoder[level]] + ([decoder[level]] if level in decoder else [])
+        kinds = {type(m) for b in blocks for m in b.modules() if isinstance(m, (LeanConv, nn.Conv2d, nn.Conv3d))
+                 and not (isinstance(m, (nn.Conv2d, nn.Conv3d)) and m.kernel_size[0] == 1)}
+        assert kinds == ({nn.Conv2d if spatial_dims == 2 else nn.Conv3d} if level < 2 else {LeanConv}), level
+    # every level dense: the dense twin, weight for weight
+    twin, all_dense = LeanUNet(spatial_dims, 2, 3, features=f, conv="dense"), LeanUNet(spatial_dims, 2, 3, features=f,
+                                                                                         dense_levels=len(f))
+    assert [p.shape for p in twin.parameters()] == [p.shape for p in all_dense.parameters()]
 
 
 def test_lean_first_conv_on_one_channel():
@@ -206,6 +223,7 @@ def test_old_configs_without_the_new_options_build_the_old_model():
     ({"norm": "zzz"}, "unknown norm 'zzz'; choose from 'instance', 'batch', 'group', 'none'"),
     ({"down": "maxpol"}, "did you mean 'maxpool'"),
     ({"last_conv": "dens"}, "did you mean 'dense'"),
+    ({"dense_levels": 4, "features": (4, 8)}, "dense_levels must be an integer from 0 to 2"),
     ({"spatial_dims": 4}, "spatial_dims must be 2 or 3"),
     ({"features": (4, 0)}, "features must be positive integers"),
 ])
