@@ -20,6 +20,7 @@ import numpy as np
 from leanseg.checkpoint import CheckpointMeta
 from leanseg.errors import LeanSegError, LeanSegWarning
 from leanseg.io import (
+    NiftiGeometry,
     SegyReader,
     SegyWriter,
     atomic_path,
@@ -36,6 +37,7 @@ from leanseg.io import (
 from leanseg.options import parse_window, resolve_device
 from leanseg.postprocess import Postprocess
 from leanseg.preview import OrthoSlices
+from leanseg.spacing import check_size, needs_resampling, parse_spacing, resample, target_shape
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
 
@@ -79,7 +81,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
             slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
-            progress: bool = True, crop: bool | None = None, precision: str = "fp32") -> Path:
+            progress: bool = True, crop: bool | None = None, precision: str = "fp32", spacing=None) -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -109,6 +111,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             Default: on when the checkpoint normalises with ``{"kind": "zscore", "nonzero": true}`` (skull-stripped
             BraTS, where the brain fills about a third of the grid).
         precision: "fp32" (default) or "bf16" (``leanseg.nn.precision.prepare``); probabilities stay float32.
+        spacing: voxel size in mm to predict at ("1,1,1", 1.0 or (1, 1, 1)); each NIfTI/DICOM input is resampled to
+            it (linearly) and the probabilities back onto the input's exact grid before the labels are taken
+            (``leanseg.spacing``). Default: the checkpoint's ``spacing`` (none for checkpoints without one); "none"
+            predicts on the input's own grid.
     """
     from leanseg.inference import check_options, check_window, nonzero_box, paste
     from leanseg.nn.precision import prepare
@@ -137,6 +143,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
     _check_output_kind(output, kind)
     if meta.spatial_dims is not None:
         check_window(window_for(meta, window, meta.spatial_dims))
+    asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
     sources: list[Path] = [Path(p) for p in inputs]
     if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
         sources = find_case_files(inputs[0], meta.channels)
@@ -157,6 +164,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
+        if asked is not None:
+            raise LeanSegError(f"{inputs[0]}: a SEG-Y cube has no voxel size in mm to resample; drop --spacing")
         if uncertainty or postprocess not in (None, "none"):
             raise LeanSegError(f"{inputs[0]}: --uncertainty and --postprocess need the whole volume in memory; "
                                "a SEG-Y cube is streamed")
@@ -169,9 +178,17 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
                            f" ({', '.join(meta.channels)})")
     if meta.spatial_dims not in (None, array.ndim - 1):
         raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
+    target = _target_spacing(spacing, asked, meta, geometry, where)
     box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
     inside = array if box is None else array[(slice(None),) + tuple(box)]
+    grid = inside.shape[1:]
+    if target is not None:  # to the model's spacing before normalising, as training resamples on loading
+        shape = target_shape(grid, geometry.spacing, target)
+        check_size(shape, where)
+        inside = resample(inside, shape).numpy()
     probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
+    if target is not None:  # probabilities (and the spread) linearly back onto the input's grid, then the labels
+        probs = resample(probs, grid)
     spread = None
     if uncertainty:  # the ensemble's last channel is the spread
         probs, spread = probs[:-1], probs[-1:]
@@ -222,6 +239,27 @@ def _in_channel_order(files: list[Path], channels: Sequence[str]) -> list[Path]:
         warnings.warn(f"channel files reordered by their names to the checkpoint's order {', '.join(channels)}: "
                       f"{', '.join(p.name for p in ordered)}", LeanSegWarning, stacklevel=3)
     return ordered
+
+
+def _target_spacing(spacing, asked: tuple[float, ...] | None, meta: CheckpointMeta, geometry,
+                    where: str) -> tuple[float, ...] | None:
+    """The spacing to predict at, or None to predict on the input's grid (already at it, or "none").
+
+    Only NIfTI and DICOM inputs have a voxel size in mm; a checkpoint's spacing is not applied to images or cubes,
+    and an explicit ``spacing`` for one is an error.
+    """
+    if isinstance(spacing, str) and spacing.strip().lower() == "none":
+        return None
+    if not isinstance(geometry, NiftiGeometry):
+        if asked is not None:
+            raise LeanSegError(f"{where}: this input has no voxel size in mm to resample; drop --spacing")
+        return None
+    target = asked or meta.spacing
+    if target is None:
+        return None
+    if len(target) != len(geometry.spacing):
+        target = parse_spacing(target, len(geometry.spacing), what="spacing")
+    return tuple(target) if needs_resampling(geometry.spacing, target) else None
 
 
 def _crops_by_default(meta: CheckpointMeta) -> bool:
