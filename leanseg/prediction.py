@@ -25,12 +25,14 @@ from leanseg.io import (
     SegyWriter,
     atomic_path,
     check_output,
+    check_seg_writer,
     find_case_files,
     full_suffix,
     is_dicom_folder,
     kind_of,
     read_volume,
     stem,
+    write_dicom_seg,
     write_nifti,
     write_volume,
 )
@@ -94,7 +96,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             probabilities are averaged (``leanseg.ensemble``). None: the ``best.safetensors`` that ``leanseg train``
             last wrote to runs/leanseg when it fits the input, else the zoo model for the input's kind
             (``leanseg.pretrained.default_model``); which one is said on stderr.
-        output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
+        output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif; .dcm: a
+            DICOM SEG referencing the input series, for DICOM input, needs highdicom). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
         window: sliding-window size (default: the checkpoint's ``window``, else 128 per axis).
@@ -140,7 +143,14 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
     output = Path(output)
     kind = kind_of(inputs[0])
-    _check_output_kind(output, kind)
+    seg_out = kind_of(output) == "dicom"  # DICOM SEG, referencing the input series
+    if seg_out:
+        if kind != "folder" or not is_dicom_folder(inputs[0]):
+            raise LeanSegError(f"{output}: DICOM SEG output references a DICOM series, and {inputs[0]} is not one; "
+                               "write .nii.gz")
+        check_seg_writer()
+    else:
+        _check_output_kind(output, kind)
     if meta.spatial_dims is not None:
         check_window(window_for(meta, window, meta.spatial_dims))
     asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
@@ -149,9 +159,10 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
         sources = find_case_files(inputs[0], meta.channels)
     elif kind == "nifti" and len(sources) > 1:
         sources = _in_channel_order(sources, meta.channels)
-    outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
+    arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
+    outputs = [output] + ([_sibling(output, "probs", arrays)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
-    spread_path = _sibling(output, "uncertainty", ".npy" if kind in ("segy", "image") else None)
+    spread_path = _sibling(output, "uncertainty", arrays)
     checkpoints = [m for m in (model if isinstance(model, list) else [model]) if isinstance(m, str | os.PathLike)]
     read = sources + [Path(m) for m in checkpoints]  # the checkpoints are read too: never an output
     for out in outputs + ([spread_path] if uncertainty else []):
@@ -196,7 +207,14 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
         probs = paste(probs, box, array.shape[1:], labels.background)
         spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
     label_map = rules.apply(labels.decode(probs), labels)
-    write_volume(output, label_map, geometry)
+    if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
+        from leanseg import __version__
+
+        segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
+        write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
+                        version=__version__)
+    else:
+        write_volume(output, label_map, geometry)
     if spread is not None:
         write_volume(spread_path, spread[0].numpy(), geometry)
     if probabilities:
