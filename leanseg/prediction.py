@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             (``leanseg.spacing``). Default: the checkpoint's ``spacing`` (none for checkpoints without one); "none"
             predicts on the input's own grid.
     """
-    from leanseg.inference import check_options, check_window, nonzero_box, paste
+    from leanseg.inference import check_options, check_window
     from leanseg.nn.precision import prepare
 
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
@@ -168,7 +168,6 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
     for out in outputs + ([spread_path] if uncertainty else []):
         check_output(out, read)
     labels = meta.label_manager
-    in_channels = meta.in_channels
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
                    amp=amp)
     net = prepare(net.to(dev), precision)
@@ -184,6 +183,37 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
         return output
     array, geometry = read_volume(sources)
     where = ", ".join(str(p) for p in sources)
+    label_map, probs, spread = _segment(net, meta, array, geometry, where=where, rules=rules, window=window,
+                                        options=options, progress=progress, crop=crop, spacing=spacing, asked=asked,
+                                        uncertainty=uncertainty)
+    if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
+        from leanseg import __version__
+
+        segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
+        write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
+                        version=__version__)
+    else:
+        write_volume(output, label_map, geometry)
+    if spread is not None:
+        write_volume(spread_path, spread[0].numpy(), geometry)
+    if probabilities:
+        write_volume(outputs[1], probs.numpy(), geometry)
+    if preview:
+        slices = OrthoSlices(label_map.shape)
+        slices.add(0, array[0], label_map)
+        slices.save(outputs[-1])
+    return output
+
+
+def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: str, rules: Postprocess, window,
+             options: dict, progress, crop: bool | None, spacing, asked: tuple[float, ...] | None,
+             uncertainty: bool) -> tuple[np.ndarray, Any, Any]:
+    """What predict does between reading and writing: ``(label map, probabilities, spread or None)`` of ``array``
+    ``(C, *spatial)`` on ``geometry``'s grid."""
+    from leanseg.inference import nonzero_box, paste
+
+    labels = meta.label_manager
+    in_channels = meta.in_channels
     if in_channels is not None and array.shape[0] != in_channels:
         raise LeanSegError(f"{where}: {array.shape[0]} channel(s) but the checkpoint expects {in_channels}"
                            f" ({', '.join(meta.channels)})")
@@ -206,24 +236,42 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
     if box is not None:
         probs = paste(probs, box, array.shape[1:], labels.background)
         spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
-    label_map = rules.apply(labels.decode(probs), labels)
-    if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
-        from leanseg import __version__
+    return rules.apply(labels.decode(probs), labels), probs, spread
 
-        segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
-        write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
-                        version=__version__)
-    else:
-        write_volume(output, label_map, geometry)
-    if spread is not None:
-        write_volume(spread_path, spread[0].numpy(), geometry)
-    if probabilities:
-        write_volume(outputs[1], probs.numpy(), geometry)
-    if preview:
-        slices = OrthoSlices(label_map.shape)
-        slices.add(0, array[0], label_map)
-        slices.save(outputs[-1])
-    return output
+
+def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[int] | None = None,
+            overlap: float = 0.5, tta: bool = False, device: str = "cpu", amp: bool = False, batch_size: int = 1,
+            postprocess=None, crop: bool | None = None, spacing=None, precision: str = "fp32",
+            progress: bool | Callable[[int, int], None] = False) -> np.ndarray:
+    """The label map of a volume already in memory, as ``leanseg.predict`` computes it between reading and writing
+    (for notebooks and the napari plugin, ``leanseg.viewer``).
+
+    ``array``: ``(C, *spatial)`` in the axis order ``leanseg.io.read_volume`` returns (``image[None]`` for one
+    channel), with its ``geometry`` (needed only to resample to a ``spacing``); ``model``: a checkpoint path, zoo
+    name or ``(model, meta)`` pair, or a list of them (an ensemble). ``progress``: a text bar (True) or
+    ``progress(done, total)`` called after each batch of windows. Other arguments as ``leanseg.predict``'s.
+    """
+    from leanseg.inference import check_options, check_window
+    from leanseg.nn.precision import prepare
+
+    check_options(overlap=overlap, batch_size=batch_size)
+    net, meta = _checkpoint(model)
+    rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
+                                                                            "postprocess")
+    dev = resolve_device(device, what="device")
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim not in (3, 4) or min(values.shape) < 1:
+        raise LeanSegError(f"array: expected (C, *spatial) with 2 or 3 spatial axes, got shape {values.shape}")
+    if meta.spatial_dims not in (None, values.ndim - 1):
+        raise LeanSegError(f"array: a {values.ndim - 1}D input for a {meta.spatial_dims}D model")
+    check_window(window_for(meta, window, values.ndim - 1))
+    asked = parse_spacing(spacing, values.ndim - 1) if spacing is not None else None
+    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=meta.label_manager.activation,
+                   device=dev, amp=amp)
+    net = prepare(net.to(dev), precision)
+    where = str(getattr(geometry, "path", None) or "array")
+    return _segment(net, meta, values, geometry, where=where, rules=rules, window=window, options=options,
+                    progress=progress, crop=crop, spacing=spacing, asked=asked, uncertainty=False)[0]
 
 
 _OUTPUT_KINDS = {"nifti": ("nifti", "npy"), "folder": ("nifti", "npy"), "segy": ("segy", "npy", "nifti"),
@@ -272,12 +320,8 @@ def _target_spacing(spacing, asked: tuple[float, ...] | None, meta: CheckpointMe
         if asked is not None:
             raise LeanSegError(f"{where}: this input has no voxel size in mm to resample; drop --spacing")
         return None
-    target = asked or meta.spacing
-    if target is None:
-        return None
-    if len(target) != len(geometry.spacing):
-        target = parse_spacing(target, len(geometry.spacing), what="spacing")
-    return tuple(target) if needs_resampling(geometry.spacing, target) else None
+    target = parse_spacing(asked or meta.spacing, len(geometry.spacing), what="spacing")  # one size: every axis
+    return target if target is not None and needs_resampling(geometry.spacing, target) else None
 
 
 def _crops_by_default(meta: CheckpointMeta) -> bool:

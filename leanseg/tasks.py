@@ -112,10 +112,9 @@ class Task:
 
         from leanseg.io.nifti import NiftiGeometry
 
-        img = nib.load(first)
-        header = img.header
+        img: Any = nib.load(first)  # the header only: no voxel is read
         ornt = nib.orientations.io_orientation(img.affine)
-        return NiftiGeometry(header, tuple(img.shape[:3]), ornt, Path(first)).spacing
+        return NiftiGeometry(img.header, tuple(img.shape[:3]), ornt, Path(first)).spacing
 
     def resolve_spacing(self, cases: list[dict]) -> tuple[float, ...] | None:
         """Settle ``config.spacing`` to a tuple (or None) from the cases: "median" takes the median voxel size of
