@@ -120,7 +120,6 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             predicts on the input's own grid.
     """
     from leanseg.inference import check_options, check_window
-    from leanseg.nn.precision import prepare
 
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
@@ -170,7 +169,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
     labels = meta.label_manager
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
                    amp=amp)
-    net = prepare(net.to(dev), precision)
+    net = _prepare(net.to(dev), precision)
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
@@ -252,7 +251,6 @@ def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[i
     ``progress(done, total)`` called after each batch of windows. Other arguments as ``leanseg.predict``'s.
     """
     from leanseg.inference import check_options, check_window
-    from leanseg.nn.precision import prepare
 
     check_options(overlap=overlap, batch_size=batch_size)
     net, meta = _checkpoint(model)
@@ -268,7 +266,7 @@ def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[i
     asked = parse_spacing(spacing, values.ndim - 1) if spacing is not None else None
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=meta.label_manager.activation,
                    device=dev, amp=amp)
-    net = prepare(net.to(dev), precision)
+    net = _prepare(net.to(dev), precision)
     where = str(getattr(geometry, "path", None) or "array")
     return _segment(net, meta, values, geometry, where=where, rules=rules, window=window, options=options,
                     progress=progress, crop=crop, spacing=spacing, asked=asked, uncertainty=False)[0]
@@ -326,6 +324,19 @@ def _target_spacing(spacing, asked: tuple[float, ...] | None, meta: CheckpointMe
 
 def _crops_by_default(meta: CheckpointMeta) -> bool:
     return meta.normalization.kind == "zscore" and meta.normalization.nonzero
+
+
+def _prepare(net, precision: str):
+    """``leanseg.nn.precision.prepare`` for a network or an ensemble. An Ensemble calls its members, never its own
+    forward, so each member gets the casts (input to bf16, output back to float32)."""
+    from leanseg.nn.precision import prepare
+
+    members = getattr(net, "members", None)
+    if members is None:
+        return prepare(net, precision)
+    for member in members:
+        prepare(member, precision)
+    return net
 
 
 def window_for(meta: CheckpointMeta, window, ndim: int) -> tuple[int, ...]:
