@@ -232,3 +232,10 @@ def test_training_resamples_cases_and_records_the_median_spacing(tmp_path):
                    model_kwargs={"features": (4, 8)})
     assert result.out == tmp_path / "run"
     assert read_meta(tmp_path / "run" / "last.safetensors").spacing == (1.0, 1.0, 2.5)
+
+
+def test_train_spacing_option_errors_are_one_line(tmp_path, capsys):
+    for value, message in (("abc", "--spacing 'abc'"), ("1,1", "needs 1 or 3 sizes"), ("-2", "positive")):
+        assert main(["train", "-t", "brats", "--synthetic", "2", "--spacing", value, "-o", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
