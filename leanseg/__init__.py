@@ -17,6 +17,7 @@ _EXPORTS = {
     "save_model": "leanseg.checkpoint",
     "load_model": "leanseg.checkpoint",
     "predict": "leanseg.prediction",
+    "segment": "leanseg.prediction",
     "ConvNormAct": "leanseg.nn",
     "ResidualBlock": "leanseg.nn",
     "DownBlock": "leanseg.nn",

@@ -126,6 +126,9 @@ class CheckpointMeta:
     normalization: Normalization = field(default_factory=Normalization)
     window: tuple[int, ...] | None = None  # the sliding window the model was trained with
     postprocess: Postprocess = field(default_factory=Postprocess)  # component rules applied to the label map
+    # voxel size (mm, canonical RAS axis order) the model was trained at; predict resamples inputs to it. None:
+    # checkpoints from before it existed, and data where a millimetre means nothing (images, SEG-Y, synthetic)
+    spacing: tuple[float, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -156,6 +159,13 @@ class CheckpointMeta:
             value = self.model_kwargs.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
                 raise LeanSegError(f"checkpoint model_kwargs {name}={value!r} is not an integer in 1..4096")
+        if self.spacing is not None:
+            from leanseg.spacing import parse_spacing
+
+            spacing = parse_spacing(self.spacing, what="checkpoint 'spacing'")
+            if spacing is not None and self.spatial_dims is not None and len(spacing) != self.spatial_dims:
+                raise LeanSegError(f"checkpoint 'spacing' {list(spacing)} does not fit a {self.spatial_dims}D model")
+            object.__setattr__(self, "spacing", spacing)
         if self.window is not None and self.spatial_dims is not None and len(self.window) != self.spatial_dims:
             raise LeanSegError(f"checkpoint 'window' {list(self.window)} does not fit a {self.spatial_dims}D model")
         channels = self.in_channels
@@ -182,7 +192,7 @@ class CheckpointMeta:
 
     # --------------------------------------------------------------------------------------------------- JSON
     _FIELDS = ("model", "model_kwargs", "task", "channels", "labels", "regions", "normalization", "window",
-               "postprocess")
+               "postprocess", "spacing")
 
     @classmethod
     def from_json(cls, config: Mapping, source: str | os.PathLike | None = None) -> CheckpointMeta:
@@ -214,6 +224,8 @@ class CheckpointMeta:
             out["window"] = list(self.window)
         if self.postprocess:
             out["postprocess"] = self.postprocess.to_json()
+        if self.spacing is not None:
+            out["spacing"] = list(self.spacing)
         return out | _plain(self.extra)
 
     def replace(self, **changes) -> CheckpointMeta:

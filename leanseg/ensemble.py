@@ -21,7 +21,8 @@ from leanseg.errors import LeanSegError
 
 # Fields every member must share: what the input means and what the outputs mean. Windows may differ (the first
 # member's is used); so may the architecture, which is the point of an ensemble.
-_SHARED = ("task", "channels", "labels", "regions", "normalization", "spatial_dims", "in_channels", "out_channels")
+_SHARED = ("task", "channels", "labels", "regions", "normalization", "spatial_dims", "in_channels", "out_channels",
+           "spacing")
 
 
 class Ensemble(nn.Module):
@@ -75,7 +76,7 @@ def check_members(metas: Sequence[CheckpointMeta], names: Sequence[str]) -> Chec
             a, b = getattr(first, key), getattr(meta, key)
             if a != b:
                 raise LeanSegError(f"{name}: {key} {_show(b)} differs from {names[0]}'s {_show(a)}; "
-                                   "the models of an ensemble must share task, channels, labels and normalisation")
+                                   "the models of an ensemble must share inputs, outputs, normalisation and spacing")
     return first
 
 

@@ -114,7 +114,8 @@ def metadata(meta: CheckpointMeta) -> dict[str, str]:
                  "regions" if labels.sigmoid else "labels"]),
              "channels": json.dumps(list(meta.channels)), "normalization": json.dumps(meta.normalization.to_json()),
              "window": json.dumps(list(meta.window) if meta.window else None),
-             "spatial_dims": json.dumps(meta.spatial_dims), "postprocess": json.dumps(meta.postprocess.to_json())}
+             "spatial_dims": json.dumps(meta.spatial_dims), "postprocess": json.dumps(meta.postprocess.to_json()),
+             "spacing": json.dumps(list(meta.spacing) if meta.spacing else None)}
     return props
 
 

@@ -100,23 +100,40 @@ def check_options(overlap: float = 0.5, batch_size: int = 1, slab: int | None = 
 def sliding_window_predict(model: torch.nn.Module, image: torch.Tensor, window: int | Sequence[int],
                            overlap: float = 0.5, batch_size: int = 1, blend: str = "gaussian", tta: bool = False,
                            activation: str = "softmax", device: str | torch.device = "cpu", amp: bool = False,
-                           progress: bool = False) -> torch.Tensor:
+                           progress: bool | Callable[[int, int], None] = False) -> torch.Tensor:
     """Probabilities ``(N, K, *spatial)`` float32 on the CPU for ``image`` ``(N, C, *spatial)`` (2D or 3D).
 
     ``window`` is an int (every axis) or one size per axis; a volume smaller than the window is padded.
     ``blend``: "gaussian" (weights fall off towards window borders) or "constant". ``amp`` autocasts on CUDA only.
+    ``progress``: a text progress bar (True), or ``progress(done, total)`` called after each batch of windows (a GUI's
+    progress bar, e.g. the napari plugin's).
     """
     device = torch.device(device)
     window = check_window(parse_window(window, image.ndim - 2))
     check_options(overlap=overlap, batch_size=batch_size)
-    check_window_count(image.shape[2:], window, overlap)
+    windows = check_window_count(image.shape[2:], window, overlap)
     # an Ensemble (leanseg.ensemble) brings its own predictor: several networks, one sliding window
     hook = getattr(model, "predictor", None)
     predictor = hook(activation, tta, device, amp) if callable(hook) else _mirrored(model, activation, tta, device, amp)
+    if callable(progress):  # MONAI runs the windows of every image of the batch in batches of batch_size
+        predictor = _ticking(predictor, progress, math.ceil(windows * image.shape[0] / batch_size))
     out = sliding_window_inference(image.float(), window, batch_size, predictor, overlap=overlap, mode=blend,
-                                   sw_device=device, device="cpu", progress=progress)
+                                   sw_device=device, device="cpu", progress=progress is True)
     assert isinstance(out, torch.Tensor)  # one tensor in, one predictor output: one tensor out
     return out
+
+
+def _ticking(predictor: Callable, tick: Callable[[int, int], None], total: int) -> Callable:
+    done = 0
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        y = predictor(x)
+        done += 1
+        tick(done, total)
+        return y
+
+    return predict
 
 
 def slabs(length: int, slab: int, halo: int):

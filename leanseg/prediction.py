@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,22 +20,26 @@ import numpy as np
 from leanseg.checkpoint import CheckpointMeta
 from leanseg.errors import LeanSegError, LeanSegWarning
 from leanseg.io import (
+    NiftiGeometry,
     SegyReader,
     SegyWriter,
     atomic_path,
     check_output,
+    check_seg_writer,
     find_case_files,
     full_suffix,
     is_dicom_folder,
     kind_of,
     read_volume,
     stem,
+    write_dicom_seg,
     write_nifti,
     write_volume,
 )
 from leanseg.options import parse_window, resolve_device
 from leanseg.postprocess import Postprocess
 from leanseg.preview import OrthoSlices
+from leanseg.spacing import check_size, needs_resampling, parse_spacing, resample, target_shape
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
 
@@ -79,7 +83,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
             slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
-            progress: bool = True, crop: bool | None = None, precision: str = "fp32") -> Path:
+            progress: bool = True, crop: bool | None = None, precision: str = "fp32", spacing=None) -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -92,7 +96,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             probabilities are averaged (``leanseg.ensemble``). None: the ``best.safetensors`` that ``leanseg train``
             last wrote to runs/leanseg when it fits the input, else the zoo model for the input's kind
             (``leanseg.pretrained.default_model``); which one is said on stderr.
-        output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif). Default:
+        output: the label map; its suffix picks the format (.nii/.nii.gz, .sgy/.segy, .npy, .png/.tif; .dcm: a
+            DICOM SEG referencing the input series, for DICOM input, needs highdicom). Default:
             beside the first input, named after it with ``_pred``. Probabilities go to ``<output>_probs`` and
             the preview to ``<output>_preview.png``.
         window: sliding-window size (default: the checkpoint's ``window``, else 128 per axis).
@@ -109,9 +114,12 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             Default: on when the checkpoint normalises with ``{"kind": "zscore", "nonzero": true}`` (skull-stripped
             BraTS, where the brain fills about a third of the grid).
         precision: "fp32" (default) or "bf16" (``leanseg.nn.precision.prepare``); probabilities stay float32.
+        spacing: voxel size in mm to predict at ("1,1,1", 1.0 or (1, 1, 1)); each NIfTI/DICOM input is resampled to
+            it (linearly) and the probabilities back onto the input's exact grid before the labels are taken
+            (``leanseg.spacing``). Default: the checkpoint's ``spacing`` (none for checkpoints without one); "none"
+            predicts on the input's own grid.
     """
-    from leanseg.inference import check_options, check_window, nonzero_box, paste
-    from leanseg.nn.precision import prepare
+    from leanseg.inference import check_options, check_window
 
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
@@ -134,29 +142,39 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
     output = Path(output)
     kind = kind_of(inputs[0])
-    _check_output_kind(output, kind)
+    seg_out = kind_of(output) == "dicom"  # DICOM SEG, referencing the input series
+    if seg_out:
+        if kind != "folder" or not is_dicom_folder(inputs[0]):
+            raise LeanSegError(f"{output}: DICOM SEG output references a DICOM series, and {inputs[0]} is not one; "
+                               "write .nii.gz")
+        check_seg_writer()
+    else:
+        _check_output_kind(output, kind)
     if meta.spatial_dims is not None:
         check_window(window_for(meta, window, meta.spatial_dims))
+    asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
     sources: list[Path] = [Path(p) for p in inputs]
     if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
         sources = find_case_files(inputs[0], meta.channels)
     elif kind == "nifti" and len(sources) > 1:
         sources = _in_channel_order(sources, meta.channels)
-    outputs = [output] + ([_sibling(output, "probs", ".npy" if kind in ("segy", "image") else None)] if probabilities
+    arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
+    outputs = [output] + ([_sibling(output, "probs", arrays)] if probabilities
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
-    spread_path = _sibling(output, "uncertainty", ".npy" if kind in ("segy", "image") else None)
+    spread_path = _sibling(output, "uncertainty", arrays)
     checkpoints = [m for m in (model if isinstance(model, list) else [model]) if isinstance(m, str | os.PathLike)]
     read = sources + [Path(m) for m in checkpoints]  # the checkpoints are read too: never an output
     for out in outputs + ([spread_path] if uncertainty else []):
         check_output(out, read)
     labels = meta.label_manager
-    in_channels = meta.in_channels
     options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
                    amp=amp)
-    net = prepare(net.to(dev), precision)
+    net = _prepare(net.to(dev), precision)
     if kind == "segy":
         if len(inputs) > 1:
             raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
+        if asked is not None:
+            raise LeanSegError(f"{inputs[0]}: a SEG-Y cube has no voxel size in mm to resample; drop --spacing")
         if uncertainty or postprocess not in (None, "none"):
             raise LeanSegError(f"{inputs[0]}: --uncertainty and --postprocess need the whole volume in memory; "
                                "a SEG-Y cube is streamed")
@@ -164,22 +182,17 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
         return output
     array, geometry = read_volume(sources)
     where = ", ".join(str(p) for p in sources)
-    if in_channels is not None and array.shape[0] != in_channels:
-        raise LeanSegError(f"{where}: {array.shape[0]} channel(s) but the checkpoint expects {in_channels}"
-                           f" ({', '.join(meta.channels)})")
-    if meta.spatial_dims not in (None, array.ndim - 1):
-        raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
-    box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
-    inside = array if box is None else array[(slice(None),) + tuple(box)]
-    probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
-    spread = None
-    if uncertainty:  # the ensemble's last channel is the spread
-        probs, spread = probs[:-1], probs[-1:]
-    if box is not None:
-        probs = paste(probs, box, array.shape[1:], labels.background)
-        spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
-    label_map = rules.apply(labels.decode(probs), labels)
-    write_volume(output, label_map, geometry)
+    label_map, probs, spread = _segment(net, meta, array, geometry, where=where, rules=rules, window=window,
+                                        options=options, progress=progress, crop=crop, spacing=spacing, asked=asked,
+                                        uncertainty=uncertainty)
+    if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
+        from leanseg import __version__
+
+        segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
+        write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
+                        version=__version__)
+    else:
+        write_volume(output, label_map, geometry)
     if spread is not None:
         write_volume(spread_path, spread[0].numpy(), geometry)
     if probabilities:
@@ -189,6 +202,74 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
         slices.add(0, array[0], label_map)
         slices.save(outputs[-1])
     return output
+
+
+def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: str, rules: Postprocess, window,
+             options: dict, progress, crop: bool | None, spacing, asked: tuple[float, ...] | None,
+             uncertainty: bool) -> tuple[np.ndarray, Any, Any]:
+    """What predict does between reading and writing: ``(label map, probabilities, spread or None)`` of ``array``
+    ``(C, *spatial)`` on ``geometry``'s grid."""
+    from leanseg.inference import nonzero_box, paste
+
+    labels = meta.label_manager
+    in_channels = meta.in_channels
+    if in_channels is not None and array.shape[0] != in_channels:
+        raise LeanSegError(f"{where}: {array.shape[0]} channel(s) but the checkpoint expects {in_channels}"
+                           f" ({', '.join(meta.channels)})")
+    if meta.spatial_dims not in (None, array.ndim - 1):
+        raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
+    target = _target_spacing(spacing, asked, meta, geometry, where)
+    box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
+    inside = array if box is None else array[(slice(None),) + tuple(box)]
+    grid = inside.shape[1:]
+    if target is not None:  # to the model's spacing before normalising, as training resamples on loading
+        shape = target_shape(grid, geometry.spacing, target)
+        check_size(shape, where)
+        inside = resample(inside, shape).numpy()
+    probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
+    if target is not None:  # probabilities (and the spread) linearly back onto the input's grid, then the labels
+        probs = resample(probs, grid)
+    spread = None
+    if uncertainty:  # the ensemble's last channel is the spread
+        probs, spread = probs[:-1], probs[-1:]
+    if box is not None:
+        probs = paste(probs, box, array.shape[1:], labels.background)
+        spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
+    return rules.apply(labels.decode(probs), labels), probs, spread
+
+
+def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[int] | None = None,
+            overlap: float = 0.5, tta: bool = False, device: str = "cpu", amp: bool = False, batch_size: int = 1,
+            postprocess=None, crop: bool | None = None, spacing=None, precision: str = "fp32",
+            progress: bool | Callable[[int, int], None] = False) -> np.ndarray:
+    """The label map of a volume already in memory, as ``leanseg.predict`` computes it between reading and writing
+    (for notebooks and the napari plugin, ``leanseg.viewer``).
+
+    ``array``: ``(C, *spatial)`` in the axis order ``leanseg.io.read_volume`` returns (``image[None]`` for one
+    channel), with its ``geometry`` (needed only to resample to a ``spacing``); ``model``: a checkpoint path, zoo
+    name or ``(model, meta)`` pair, or a list of them (an ensemble). ``progress``: a text bar (True) or
+    ``progress(done, total)`` called after each batch of windows. Other arguments as ``leanseg.predict``'s.
+    """
+    from leanseg.inference import check_options, check_window
+
+    check_options(overlap=overlap, batch_size=batch_size)
+    net, meta = _checkpoint(model)
+    rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
+                                                                            "postprocess")
+    dev = resolve_device(device, what="device")
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim not in (3, 4) or min(values.shape) < 1:
+        raise LeanSegError(f"array: expected (C, *spatial) with 2 or 3 spatial axes, got shape {values.shape}")
+    if meta.spatial_dims not in (None, values.ndim - 1):
+        raise LeanSegError(f"array: a {values.ndim - 1}D input for a {meta.spatial_dims}D model")
+    check_window(window_for(meta, window, values.ndim - 1))
+    asked = parse_spacing(spacing, values.ndim - 1) if spacing is not None else None
+    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=meta.label_manager.activation,
+                   device=dev, amp=amp)
+    net = _prepare(net.to(dev), precision)
+    where = str(getattr(geometry, "path", None) or "array")
+    return _segment(net, meta, values, geometry, where=where, rules=rules, window=window, options=options,
+                    progress=progress, crop=crop, spacing=spacing, asked=asked, uncertainty=False)[0]
 
 
 _OUTPUT_KINDS = {"nifti": ("nifti", "npy"), "folder": ("nifti", "npy"), "segy": ("segy", "npy", "nifti"),
@@ -224,8 +305,38 @@ def _in_channel_order(files: list[Path], channels: Sequence[str]) -> list[Path]:
     return ordered
 
 
+def _target_spacing(spacing, asked: tuple[float, ...] | None, meta: CheckpointMeta, geometry,
+                    where: str) -> tuple[float, ...] | None:
+    """The spacing to predict at, or None to predict on the input's grid (already at it, or "none").
+
+    Only NIfTI and DICOM inputs have a voxel size in mm; a checkpoint's spacing is not applied to images or cubes,
+    and an explicit ``spacing`` for one is an error.
+    """
+    if isinstance(spacing, str) and spacing.strip().lower() == "none":
+        return None
+    if not isinstance(geometry, NiftiGeometry):
+        if asked is not None:
+            raise LeanSegError(f"{where}: this input has no voxel size in mm to resample; drop --spacing")
+        return None
+    target = parse_spacing(asked or meta.spacing, len(geometry.spacing), what="spacing")  # one size: every axis
+    return target if target is not None and needs_resampling(geometry.spacing, target) else None
+
+
 def _crops_by_default(meta: CheckpointMeta) -> bool:
     return meta.normalization.kind == "zscore" and meta.normalization.nonzero
+
+
+def _prepare(net, precision: str):
+    """``leanseg.nn.precision.prepare`` for a network or an ensemble. An Ensemble calls its members, never its own
+    forward, so each member gets the casts (input to bf16, output back to float32)."""
+    from leanseg.nn.precision import prepare
+
+    members = getattr(net, "members", None)
+    if members is None:
+        return prepare(net, precision)
+    for member in members:
+        prepare(member, precision)
+    return net
 
 
 def window_for(meta: CheckpointMeta, window, ndim: int) -> tuple[int, ...]:

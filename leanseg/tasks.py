@@ -56,6 +56,9 @@ class TaskConfig:
     val_batch_size: int = 1  # whole cases of different sizes: one at a time
     hd95: bool = True  # report HD95 at validation (scipy distance transforms: cheap next to the forward)
     normalization: Any = "none"  # as leanseg.checkpoint.Normalization.parse reads it; the same in predict
+    # voxel size (mm) cases are resampled to on loading and that the checkpoint records for predict: a tuple, or
+    # "median", the median over the cases' headers (nnU-Net's target). None: no resampling (images, synthetic data)
+    spacing: Any = None
 
 
 class Task:
@@ -96,6 +99,39 @@ class Task:
     def configure(self, cases: list[dict]) -> None:
         """Settle what only the data can tell (seg2d's mask values, CIFAR-100's class count); default: nothing."""
 
+    def case_spacing(self, case: dict) -> tuple[float, ...] | None:
+        """The voxel size of a case (its first image file's header, canonical axis order); None when it has no
+        file (synthetic arrays) or the file is not NIfTI."""
+        from leanseg.io import NIFTI_SUFFIXES
+
+        image = case.get("image")
+        first = image[0] if isinstance(image, list | tuple) and image else image
+        if not isinstance(first, str | Path) or not str(first).lower().endswith(NIFTI_SUFFIXES):
+            return None
+        import nibabel as nib
+
+        from leanseg.io.nifti import NiftiGeometry
+
+        img: Any = nib.load(first)  # the header only: no voxel is read
+        ornt = nib.orientations.io_orientation(img.affine)
+        return NiftiGeometry(img.header, tuple(img.shape[:3]), ornt, Path(first)).spacing
+
+    def resolve_spacing(self, cases: list[dict]) -> tuple[float, ...] | None:
+        """Settle ``config.spacing`` to a tuple (or None) from the cases: "median" takes the median voxel size of
+        those that have one; a tuple stays. Cases without files (synthetic) are at their own spacing: None."""
+        from leanseg.spacing import parse_spacing
+
+        wanted = self.config.spacing
+        if wanted is None or not cases or self.case_spacing(cases[0]) is None:
+            spacing = None
+        elif isinstance(wanted, str) and wanted.strip().lower() == "median":
+            sizes = [s for s in (self.case_spacing(c) for c in cases) if s is not None]
+            spacing = tuple(float(v) for v in np.median(np.array(sizes), axis=0)) if sizes else None
+        else:
+            spacing = parse_spacing(wanted, self.config.spatial_dims, what="task option spacing")
+        self.config = dataclasses.replace(self.config, spacing=spacing)
+        return spacing
+
     def synthetic_window(self) -> tuple[int, ...]:
         """Synthetic volumes are small: a window no larger than the volume, a multiple of 16 for 4 network levels."""
         return tuple(min(w, max(16, self.config.synthetic_size // 16 * 16)) for w in self.config.window)
@@ -117,8 +153,10 @@ class Task:
 
     def checkpoint_fields(self) -> dict:
         """What ``leanseg predict`` needs besides the model: channels, labels or regions, normalisation, window."""
+        spacing = self.config.spacing
         return {"task": self.name, "channels": list(self.config.channels), **self.label_manager.to_json(),
-                "normalization": self.config.normalization, "window": list(self.config.window)}
+                "normalization": self.config.normalization, "window": list(self.config.window),
+                **({"spacing": list(spacing)} if isinstance(spacing, tuple) else {})}
 
     def normalize_transform(self, keys: str = "image"):
         """The task's intensity normalisation as a MONAI dict transform: the one predict applies."""

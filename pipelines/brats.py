@@ -18,6 +18,7 @@ import numpy as np
 from leanseg.errors import LeanSegError
 from leanseg.io import read_nifti
 from leanseg.labels import check_label_values
+from leanseg.spacing import needs_resampling, resample, resample_labels, target_shape
 from leanseg.tasks import Task, TaskConfig
 from pipelines._common import dice_bce_loss, missing_error, seeded_cases
 
@@ -66,6 +67,7 @@ class BratsConfig(TaskConfig):
     model_kwargs: dict = field(default_factory=lambda: {"features": (32, 64, 128, 256, 320)})  # nnU-Net widths
     # z-score inside the brain (BraTS is skull-stripped: the background is exactly 0 and stays 0)
     normalization: object = field(default_factory=lambda: {"kind": "zscore", "nonzero": True})
+    spacing: object = "median"  # BraTS is 1 mm isotropic; other brain MRI is resampled to what the cases share
 
 
 def discover(root: str | Path) -> list[dict]:
@@ -126,8 +128,9 @@ class LoadCase:
     Files are read by leanseg.io (RAS order, one grid for all modalities, as predict reads them); every
     convention's labels are mapped to the numbering of REGIONS, then encoded by the task's label manager."""
 
-    def __init__(self, manager):
+    def __init__(self, manager, spacing: tuple[float, ...] | None = None):
         self.manager = manager
+        self.spacing = spacing  # files are resampled to it (synthetic arrays are at their own spacing)
 
     def __call__(self, case: dict) -> dict:
         conv = CONVENTIONS[case["convention"]]
@@ -141,6 +144,9 @@ class LoadCase:
             label = label[0]
             if label.shape != image.shape[1:]:
                 raise LeanSegError(f"{where}: shape {label.shape} differs from the images' {image.shape[1:]}")
+            if self.spacing is not None and needs_resampling(geometry.spacing, self.spacing):  # as predict does
+                shape = target_shape(image.shape[1:], geometry.spacing, self.spacing)
+                image, label = resample(image, shape).numpy(), resample_labels(label, shape)
         return {"id": case["id"], "image": image.astype(np.float32),
                 "label": self.manager.encode(conv.canonical(label, where), where)}
 
@@ -166,7 +172,7 @@ class BratsTask(Task):
         cfg = self.config
         keys = ["image", "label"]
         steps = [
-            LoadCase(self.label_manager),
+            LoadCase(self.label_manager, cfg.spacing if isinstance(cfg.spacing, tuple) else None),
             T.CropForegroundd(keys, source_key="image", select_fn=_nonzero, allow_smaller=True),
             self.normalize_transform(),
         ]

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from leanseg.options import parse_window, resolve_device
+from leanseg.spacing import parse_spacing
 
 
 def predict_cmd(
@@ -35,6 +36,8 @@ def predict_cmd(
     crop: bool | None = typer.Option(None, "--crop/--no-crop", help="predict only the box of non-zero voxels, the "
                                      "rest is background (default: on for checkpoints normalised zscore nonzero)"),
     precision: str = typer.Option("fp32", help="fp32 or bf16 (CPUs with avx512_bf16/amx_bf16, or CUDA)"),
+    spacing: str | None = typer.Option(None, help="voxel size in mm to predict at, '1,1,1' or '1' (resampled there "
+                                       "and back onto the input's grid), or 'none' (default: the checkpoint's)"),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
     from leanseg.prediction import predict  # its device parser is leanseg.options.resolve_device
@@ -43,10 +46,11 @@ def predict_cmd(
     # leanseg.predict repeats on every axis
     sizes = parse_window(window, what="--window") if window is not None else None
     resolve_device(device)  # a bad --device is named as the flag, before any work
+    parse_spacing(spacing, what="--spacing")  # likewise a bad --spacing
     chosen = None if not model else model[0] if len(model) == 1 else list(model)
     out = predict(inputs, chosen, output=output,
                   window=sizes[0] if sizes and len(sizes) == 1 else sizes,
                   overlap=overlap, tta=tta, device=device, amp=amp, probabilities=probabilities, preview=preview,
                   batch_size=batch_size, slab=slab, halo=halo, postprocess=postprocess, uncertainty=uncertainty,
-                  progress=progress, crop=crop, precision=precision)
+                  progress=progress, crop=crop, precision=precision, spacing=spacing)
     typer.echo(str(out))

@@ -33,6 +33,8 @@ def train_cmd(
     workers: int = typer.Option(0, help="data loader processes"),
     postprocess: bool = typer.Option(False, "--postprocess/--no-postprocess", help="at the end, choose component "
                                      "rules on the validation cases (as nnU-Net does) and store them in best"),
+    spacing: str = typer.Option(None, help="voxel size in mm cases are resampled to and the checkpoint records: "
+                                "'1,1,1', 'median' (of the cases) or 'none' (default: the task's; brats: median)"),
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
@@ -51,6 +53,12 @@ def train_cmd(
         defaults = cls.Config()
         options["model_kwargs"] = dict(defaults.model_kwargs if model in (None, defaults.model) else {}) | {
             "features": parse_ints(features, "--features")}
+    if spacing is not None:
+        from leanseg.spacing import parse_spacing
+
+        median = spacing.strip().lower() == "median"
+        options["spacing"] = "median" if median else parse_spacing(spacing, cls.Config().spatial_dims,
+                                                                   what="--spacing")
     if data is not None and not data.exists():
         raise LeanSegError(f"{data}: no such folder")
     if device is not None:

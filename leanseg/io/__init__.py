@@ -15,7 +15,7 @@ import numpy as np
 
 from leanseg.errors import LeanSegError
 from leanseg.io._files import atomic_path, check_output, full_suffix, stem
-from leanseg.io.dicom import is_dicom_folder, read_dicom
+from leanseg.io.dicom import DICOM_SUFFIXES, check_seg_writer, is_dicom_folder, read_dicom, write_dicom_seg
 from leanseg.io.image import IMAGE_SUFFIXES, ImageGeometry, read_image, write_image
 from leanseg.io.nifti import (
     BRATS_ALIASES,
@@ -30,25 +30,26 @@ from leanseg.io.nifti import (
 from leanseg.io.segy import SEGY_SUFFIXES, SegyGeometry, SegyReader, SegyWriter, read_segy, write_segy
 
 __all__ = [
-    "BRATS_ALIASES", "ImageGeometry", "NiftiGeometry", "SegyGeometry", "SegyReader", "SegyWriter", "atomic_path",
-    "channel_of", "check_output", "find_case_files", "full_suffix", "is_dicom_folder", "kind_of", "label_dtype",
-    "read_dicom", "read_image", "read_nifti", "read_segy", "read_volume", "stem", "write_image", "write_nifti",
-    "write_segy", "write_volume",
+    "BRATS_ALIASES", "DICOM_SUFFIXES", "ImageGeometry", "NiftiGeometry", "SegyGeometry", "SegyReader", "SegyWriter",
+    "atomic_path", "channel_of", "check_output", "check_seg_writer", "find_case_files", "full_suffix",
+    "is_dicom_folder", "kind_of", "label_dtype", "read_dicom", "read_image", "read_nifti", "read_segy", "read_volume",
+    "stem", "write_dicom_seg", "write_image", "write_nifti", "write_segy", "write_volume",
 ]
 
 
 def kind_of(path: str | os.PathLike) -> str:
-    """'nifti', 'segy', 'image', 'npy' or 'folder' (a case folder), from the suffix."""
+    """'nifti', 'segy', 'image', 'npy', 'dicom' (a .dcm file: DICOM SEG output) or 'folder' (a case or DICOM
+    series folder), from the suffix."""
     path = Path(path)
     if path.is_dir():
         return "folder"
     suffix = full_suffix(path)
     for kind, suffixes in (("nifti", NIFTI_SUFFIXES), ("segy", SEGY_SUFFIXES), ("image", IMAGE_SUFFIXES),
-                           ("npy", (".npy",))):
+                           ("npy", (".npy",)), ("dicom", DICOM_SUFFIXES)):
         if suffix in suffixes:
             return kind
     raise LeanSegError(f"{path}: unknown file type {suffix or '(no suffix)'!r}; expected NIfTI (.nii, .nii.gz), "
-                       f"SEG-Y (.sgy, .segy), an image ({', '.join(IMAGE_SUFFIXES)}) or .npy")
+                       f"SEG-Y (.sgy, .segy), an image ({', '.join(IMAGE_SUFFIXES)}), .npy or DICOM SEG (.dcm)")
 
 
 def read_volume(inputs: str | os.PathLike | Sequence[str | os.PathLike], channels: Sequence[str] | None = None,
@@ -76,6 +77,8 @@ def read_volume(inputs: str | os.PathLike | Sequence[str | os.PathLike], channel
         return read_segy(inputs[0])
     if kinds[0] == "image":
         return read_image(inputs[0])
+    if kinds[0] == "dicom":
+        raise LeanSegError(f"{inputs[0]}: one DICOM file; give the folder of its series")
     raise LeanSegError(f"{inputs[0]}: .npy is an output format only")
 
 
@@ -100,4 +103,6 @@ def write_volume(path: str | os.PathLike, array: np.ndarray, geometry) -> Path:
         with atomic_path(path) as tmp:
             np.save(tmp, array)
         return Path(path)
+    if kind == "dicom":
+        raise LeanSegError(f"{path}: DICOM SEG is written from a prediction of a DICOM series (leanseg.predict)")
     raise LeanSegError(f"{path}: cannot write a folder")

@@ -15,7 +15,7 @@ measured from their positions (SliceThickness is a slab width, not a spacing). T
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +25,7 @@ from leanseg.errors import LeanSegError
 from leanseg.io.nifti import NIFTI_SUFFIXES, NiftiGeometry
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+DICOM_SUFFIXES = (".dcm",)  # an output path with it is written as DICOM SEG
 _TOLERANCE = 1e-3  # mm (positions) and cosine units: scanners write positions with a few decimals
 
 
@@ -77,9 +78,8 @@ def _slices(folder: Path) -> list:
     return found
 
 
-def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """One series: ``(data (X, Y, Z) float32 as stored, column/row/slice order; affine 4x4 to RAS+ mm)``."""
-    folder = Path(folder)
+def _sorted_slices(folder: Path) -> tuple[list, np.ndarray]:
+    """The series' ``(path, dataset)`` pairs checked to be one stack and sorted along its normal; and the normal."""
     found = _slices(folder)
     first = found[0][1]
     iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
@@ -95,6 +95,16 @@ def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
             raise LeanSegError(f"{folder}/{p.name}: {ds.Rows}x{ds.Columns} pixels, the first slice has "
                                f"{first.Rows}x{first.Columns}")
     found.sort(key=lambda item: float(np.dot(np.asarray(item[1].ImagePositionPatient, dtype=np.float64), normal)))
+    return found, normal
+
+
+def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One series: ``(data (X, Y, Z) float32 as stored, column/row/slice order; affine 4x4 to RAS+ mm)``."""
+    folder = Path(folder)
+    found, normal = _sorted_slices(folder)
+    first = found[0][1]
+    iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
+    r, c = iop[:3], iop[3:]
     positions = np.array([np.asarray(ds.ImagePositionPatient, dtype=np.float64) for _, ds in found])
     if len(found) > 1:
         steps = np.diff(positions, axis=0)
@@ -153,4 +163,68 @@ def read_dicom(folders: str | os.PathLike | Sequence[str | os.PathLike]) -> tupl
     return np.ascontiguousarray(np.stack(channels)), geometry
 
 
-__all__ = ["is_dicom_folder", "read_dicom", "read_dicom_series"]
+def _highdicom():
+    try:
+        import highdicom
+    except ImportError:
+        raise LeanSegError("writing DICOM SEG needs highdicom: pip install 'leanseg[dicom]'") from None
+    return highdicom
+
+
+def check_seg_writer() -> None:
+    """A one-line error, before any work, when highdicom (the DICOM SEG writer) is missing."""
+    _highdicom()
+
+
+def write_dicom_seg(path: str | os.PathLike, label_map: np.ndarray, geometry: NiftiGeometry,
+                    source: str | os.PathLike, segments: Mapping[str, Sequence[int]], algorithm: str = "leanseg",
+                    version: str = "") -> Path:
+    """Write a label map (``(X, Y, Z)`` in RAS+ order, on ``geometry``, the grid ``read_dicom`` read from the
+    series folder ``source``) as a DICOM Segmentation that references the series' slices, with one binary segment
+    per entry of ``segments`` ({name: label values}; overlapping regions such as BraTS's WT/TC/ET are fine).
+
+    highdicom builds the object (it checks the references, geometry and segment descriptions against the
+    standard); the write is atomic.
+    """
+    from pydicom.sr.codedict import codes
+
+    from leanseg.io._files import atomic_path
+
+    hd = _highdicom()
+    path, source = Path(path), Path(source)
+    found, _ = _sorted_slices(source)
+    images = [ds for _, ds in found]
+    first = images[0]
+    disk = geometry.from_canonical(np.asarray(label_map))  # (i column, j row, k slice) as read
+    if disk.shape != (int(first.Columns), int(first.Rows), len(images)):
+        raise LeanSegError(f"{path}: a {'x'.join(map(str, disk.shape))} label map does not fit the series "
+                           f"{source} ({first.Columns}x{first.Rows}x{len(images)})")
+    if not segments:
+        raise LeanSegError(f"{path}: the model names no classes or regions to write as segments")
+    # (slices, rows, columns, segments): frame k is the mask on source slice k
+    masks = np.stack([np.isin(disk, list(values)) for values in segments.values()], -1).transpose(2, 1, 0, 3)
+    family = codes.cid7162.ArtificialIntelligence
+    ident = hd.AlgorithmIdentificationSequence(name=algorithm, version=version or "0", family=family)
+    # the segments' meaning is the model's label names; the coded property is the generic "tissue"
+    descriptions = [hd.seg.SegmentDescription(
+        segment_number=i + 1, segment_label=name[:64], segmented_property_category=codes.SCT.Tissue,
+        segmented_property_type=codes.SCT.Tissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=ident) for i, name in enumerate(segments)]
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=images, pixel_array=masks.astype(np.uint8), segmentation_type="BINARY",
+            segment_descriptions=descriptions, series_instance_uid=hd.UID(),
+            series_number=int(first.get("SeriesNumber", 0) or 0) + 1000, sop_instance_uid=hd.UID(),
+            instance_number=1, manufacturer="leanseg", manufacturer_model_name=algorithm[:64],
+            software_versions=version or "0", device_serial_number="0",
+            omit_empty_frames=bool(masks.any()))  # an empty prediction still needs frames
+    except (ValueError, TypeError, AttributeError) as err:  # a source series missing what SEG must reference
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LeanSegError(f"{source}: cannot reference this series in a DICOM SEG ({first_line})") from None
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)
+    return path
+
+
+__all__ = ["DICOM_SUFFIXES", "check_seg_writer", "is_dicom_folder", "read_dicom", "read_dicom_series",
+           "write_dicom_seg"]

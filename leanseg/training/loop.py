@@ -177,6 +177,7 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
     try:
         cases = task.discover(data) if data is not None else task.synthetic(int(synthetic or 0), cfg.seed)
         task.configure(cases)  # classes or channels that only the data can tell (seg2d, CIFAR-100)
+        task.resolve_spacing(cases)  # "median" -> the cases' median voxel size, which cases are resampled to
         tcfg = task.config
         train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
         model = (build_model(task) if build_model is not None else task.model()).to(device)

@@ -42,7 +42,7 @@ def write_series(img: nib.Nifti1Image, folder: Path, slope: float = 1.0, interce
     lps = np.diag([-1.0, -1.0, 1.0]) @ img.affine[:3]  # NIfTI's RAS+ to DICOM's LPS
     col_step, row_step = np.linalg.norm(lps[:, 0]), np.linalg.norm(lps[:, 1])
     iop = [*(lps[:, 0] / col_step), *(lps[:, 1] / row_step)]
-    series, study = generate_uid(), generate_uid()
+    series, study, frame = generate_uid(), generate_uid(), generate_uid()
     order = np.random.default_rng(0).permutation(data.shape[2])
     for k in range(data.shape[2]):
         meta = FileMetaDataset()
@@ -53,6 +53,10 @@ def write_series(img: nib.Nifti1Image, folder: Path, slope: float = 1.0, interce
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality, ds.InstanceNumber = study, series, "MR", k + 1
+        # the patient and study modules a scanner writes (DICOM SEG copies them)
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Phantom", "LEANSEG01", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", ""
+        ds.ReferringPhysicianName, ds.SeriesNumber, ds.FrameOfReferenceUID = "", 1, frame
         ds.ImagePositionPatient = [float(v) for v in lps @ [0, 0, k, 1]]
         ds.ImageOrientationPatient = [float(v) for v in iop]
         ds.PixelSpacing = [float(row_step), float(col_step)]
@@ -110,7 +114,9 @@ class TinyDicomNet(nn.Module):
         return self.conv(x)
 
 
-def test_predict_from_one_series_per_modality_equals_nifti(tmp_path, capsys, monkeypatch):
+def tcga_inputs(tmp_path: Path, monkeypatch) -> tuple[Path, list[Path], list[Path]]:
+    """A tiny 4-channel BraTS-region checkpoint, and the shared TCGA case cropped to 24 slices as NIfTI files and
+    as one DICOM series per modality: ``(checkpoint, files, folders)``."""
     needs(TCGA)
     monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
     names = ("t1", "t1c", "t2", "fla")
@@ -125,6 +131,11 @@ def test_predict_from_one_series_per_modality_equals_nifti(tmp_path, capsys, mon
         files.append(tmp_path / f"{name}.nii.gz")
         nib.save(img, files[-1])
         folders.append(write_series(img, tmp_path / f"dicom_{name}"))
+    return ckpt, files, folders
+
+
+def test_predict_from_one_series_per_modality_equals_nifti(tmp_path, capsys, monkeypatch):
+    ckpt, files, folders = tcga_inputs(tmp_path, monkeypatch)
     assert main(["predict", *map(str, files), "-m", str(ckpt), "-o", str(tmp_path / "nifti_seg.nii.gz"),
                  "--no-progress"]) == 0
     assert main(["predict", *map(str, folders), "-m", str(ckpt), "--no-progress"]) == 0
@@ -133,6 +144,41 @@ def test_predict_from_one_series_per_modality_equals_nifti(tmp_path, capsys, mon
     np.testing.assert_allclose(b.affine, a.affine, atol=1e-4)
     np.testing.assert_array_equal(np.asanyarray(b.dataobj), np.asanyarray(a.dataobj))
     assert len(np.unique(np.asanyarray(a.dataobj))) > 1  # the comparison is not between two empty maps
+
+
+def test_dicom_seg_output_equals_the_nifti_output(tmp_path, capsys, monkeypatch):
+    """-o seg.dcm from DICOM series: a DICOM SEG (highdicom) referencing the first series, one segment per region,
+    whose masks on each source slice are those of the NIfTI output of the same case, voxel for voxel."""
+    hd = pytest.importorskip("highdicom", reason="highdicom is not installed (pip install 'leanseg[dicom]')")
+    ckpt, files, folders = tcga_inputs(tmp_path, monkeypatch)
+    assert main(["predict", *map(str, files), "-m", str(ckpt), "-o", str(tmp_path / "nifti_seg.nii.gz"),
+                 "--no-progress"]) == 0
+    assert main(["predict", *map(str, folders), "-m", str(ckpt), "-o", str(tmp_path / "seg.dcm"),
+                 "--no-progress", "--probabilities"]) == 0
+    assert (tmp_path / "seg_probs.nii.gz").exists()  # arrays beside a SEG are NIfTI
+    labels = np.asanyarray(nib.load(tmp_path / "nifti_seg.nii.gz").dataobj)  # (i, j, k) as the series was written
+    regions = {"WT": [1, 2, 4], "TC": [1, 4], "ET": [4]}
+    masks = np.stack([np.isin(labels, v) for v in regions.values()], -1)  # (i, j, k, 3)
+    assert 0 < masks[..., 0].sum() < masks[..., 0].size  # neither empty nor full
+
+    ds = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert ds.Modality == "SEG" and [s.SegmentLabel for s in ds.SegmentSequence] == list(regions)
+    source = [pydicom.dcmread(p) for p in folders[0].iterdir()]
+    source.sort(key=lambda d: float(d.ImagePositionPatient[2]))  # axis-aligned: slice k at the k-th height
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source[0].SeriesInstanceUID
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    pixels = seg.get_pixels_by_source_instance([d.SOPInstanceUID for d in source], segment_numbers=[1, 2, 3],
+                                               assert_missing_frames_are_empty=True)  # (k, rows j, columns i, 3)
+    np.testing.assert_array_equal(pixels.transpose(2, 1, 0, 3).astype(bool), masks)
+
+
+def test_dicom_seg_needs_a_dicom_input(tmp_path, capsys, monkeypatch):
+    ckpt, files, _ = tcga_inputs(tmp_path, monkeypatch)
+    assert main(["predict", *map(str, files), "-m", str(ckpt), "-o", str(tmp_path / "seg.dcm"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "seg.dcm: DICOM SEG output references a DICOM series" in err, err
+    assert not (tmp_path / "seg.dcm").exists()
 
 
 def test_broken_series_are_one_line(tmp_path, capsys, monkeypatch):
