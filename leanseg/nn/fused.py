@@ -5,8 +5,7 @@ and rewrites it, the norm reads it for its statistics, reads it again to write a
 activation rewrites that. Fused (lean conv, ``InstanceNorm``, ReLU/LeakyReLU/none):
 
 - the stencil pass, which already touches every output voxel, also sums the output and its square per (n, c);
-- the norm's affine map and the activation are one pass, in place in inference (nothing else reads the
-  pre-norm output) and into the block's output in training;
+- the norm's affine map and the activation are one pass, in place (nothing else reads the pre-norm output);
 - training keeps only the block's input (which the conv needs anyway) and the (N, C) statistics: backward
   recomputes the pre-norm output with one more lean conv forward (cheap next to the backward), then needs two
   passes for the norm and activation: one for the two sums the norm's gradient needs, one that writes the
@@ -16,7 +15,12 @@ Inference (``torch.is_grad_enabled()`` false, or nothing requires a gradient) ke
 decoder, the concatenation [skip, up(x)] before the first conv is never built: the conv's 1x1 is split into
 its skip and up columns, the up columns are applied on the coarse grid before the (linear) interpolation, and
 the skip columns are added by one GEMM into the interpolated output (beta = 1), and the stencil, which only
-reads the skip channels, follows. Every fused path equals the unfused composition up to rounding (tests/nn).
+reads the skip channels, follows. In training the same merge is one autograd Function that keeps the coarse
+up output, the skip (which the next level's down conv keeps anyway) and the statistics: backward recomputes the
+fuse conv's output and returns the gradients of the skip and of the coarse up output directly, so neither the
+concatenation nor its gradient is ever built. The dense first block (few input channels) is recomputed the same
+way, instead of keeping its output twice (the norm's input and the activation's output). Every fused path equals
+the unfused composition up to rounding (tests/nn).
 """
 
 from __future__ import annotations
@@ -197,11 +201,10 @@ class _ConvNormActCPU(torch.autograd.Function):
         z, s1, s2 = conv_forward(xl, weight, st, None, stride, stats=True)  # (N, *out, C_out)
         zf = _flat(z)
         mean, rstd, scale, shift = norm_coefficients(s1, s2, zf.shape[1], gamma, beta, eps)
-        a = torch.empty_like(z)
-        norm_act_(lib, _flat(a), zf, scale, shift, slope)
+        norm_act_(lib, zf, zf, scale, shift, slope)  # in place: nothing keeps z
         ctx.save_for_backward(xl, weight, st, gamma, mean, rstd, scale, shift)
         ctx.stride, ctx.slope, ctx.lib = stride, slope, lib
-        return a.movedim(-1, 1)  # (N, C_out, *out), channels-last in memory
+        return z.movedim(-1, 1)  # (N, C_out, *out), channels-last in memory
 
     @staticmethod
     def backward(ctx, da):
@@ -267,12 +270,27 @@ class _DenseConvNormActCPU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, da):
         x, weight, gamma, mean, rstd, scale, shift = ctx.saved_tensors
-        z = _dense(x, weight, ctx.stride)  # the pre-norm output again
-        sg, sgxhat = _norm_act_backward_(ctx.lib, z, da, mean, rstd, scale, shift, ctx.slope)  # z is now dz
         d = x.dim() - 2
-        dx, dw, _ = torch.ops.aten.convolution_backward(
-            z.movedim(-1, 1), x, weight, None, [ctx.stride] * d, [k // 2 for k in weight.shape[2:]], [1] * d, False,
-            [0] * d, 1, [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        dx = torch.empty_like(x) if needs[0] else None
+        dw = torch.zeros_like(weight) if needs[1] else None
+        sums = []
+        # One sample at a time: this block's backward comes last, when the heap is at its fullest, and a sample's
+        # recomputed output and oneDNN's buffers fit into the holes that freed activations left, where the whole
+        # batch's did not (the step's peak memory was here).
+        for n in range(x.shape[0]):
+            i = slice(n, n + 1)
+            z = _dense(x[i], weight, ctx.stride)  # the pre-norm output again
+            sums.append(_norm_act_backward_(ctx.lib, z, da[i], mean[i], rstd[i], scale[i], shift[i], ctx.slope))
+            gx, gw, _ = torch.ops.aten.convolution_backward(
+                z.movedim(-1, 1), x[i], weight, None, [ctx.stride] * d, [k // 2 for k in weight.shape[2:]],
+                [1] * d, False, [0] * d, 1, needs)
+            del z
+            if dx is not None:
+                dx[i] = gx
+            if dw is not None:
+                dw += gw
+        sg, sgxhat = (torch.cat(t) for t in zip(*sums, strict=True))
         dgamma, dbeta = _norm_param_grads(ctx, gamma, sg, sgxhat, 2)
         return dx, dw, dgamma, dbeta, None, None, None, None
 
