@@ -183,3 +183,35 @@ def test_float32_close_to_float64(monkeypatch, conv):
     torch.testing.assert_close(y_eval.double(), y64.detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(y.detach().double(), y64.detach(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(gx.double(), gx64, rtol=1e-3, atol=1e-3 * gx64.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "size_in,size_out,c",
+    [
+        ((4, 4, 4), (8, 8, 8), 32),  # exact 2x, two whole 16-channel vectors
+        ((5, 4, 7), (9, 8, 13), 20),  # odd sizes (n -> 2n - 1), a vector tail
+        ((3, 3, 3), (5, 6, 6), 3),  # unequal factors, fewer channels than a vector
+        ((6, 5), (11, 10), 16),  # 2D
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_upsample_linear_against_float64(size_in, size_out, c, dtype):
+    """The C interpolation of the decoder merge: |kernel - ref| <= 2 |torch - ref| + atol, ref in float64 from the
+    same (rounded) input, torch = F.interpolate in the same dtype."""
+    from leanseg.nn import _cext
+
+    lib = _cext.load()
+    if lib is None:
+        pytest.skip("no C compiler")
+    torch.manual_seed(3)
+    x = torch.randn(2, *size_in, c).to(dtype)  # (N, *spatial, C) channels-last
+    mode = "trilinear" if len(size_in) == 3 else "bilinear"
+
+    def interp(t):
+        return torch.nn.functional.interpolate(t.movedim(-1, 1), size=size_out, mode=mode,
+                                               align_corners=False).movedim(1, -1)
+
+    out = _cpu.upsample_linear(lib, torch.empty(2, *size_out, c, dtype=dtype), x)
+    ref = interp(x.double())
+    err, err_torch = (out.double() - ref).abs().max(), (interp(x).double() - ref).abs().max()
+    assert err <= 2 * err_torch + 1e-12, (err, err_torch)
