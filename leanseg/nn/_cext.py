@@ -73,9 +73,9 @@ def _cpu_key() -> str:
     return flags
 
 
-def _build(cc: str) -> Path:
+def _build(cc: str, flags: list[str]) -> Path:
     src = _SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *_FLAGS, _cpu_key()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(src + " ".join([cc, *flags, _cpu_key()]).encode()).hexdigest()[:16]
     cache = env.cache_dir()
     lib = cache / f"leanstencil-{key}.so"
     if lib.exists():
@@ -84,7 +84,7 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
     os.close(fd)
     try:
-        subprocess.run([cc, *_FLAGS, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
+        subprocess.run([cc, *flags, str(_SOURCE), "-o", tmp], check=True, capture_output=True, text=True)
         os.replace(tmp, lib)  # atomic: concurrent builders (DDP ranks, test workers) never see half a file
     finally:
         if os.path.exists(tmp):
@@ -114,8 +114,11 @@ def tune_malloc() -> bool:
 
 
 @functools.cache
-def load():
-    """The loaded library, or None when it cannot be built here. Loading it also applies tune_malloc()."""
+def load(bf16_simd: bool = True):
+    """The loaded library, or None when it cannot be built here. Loading it also applies tune_malloc().
+
+    bf16_simd=False builds the portable bf16 loops even where the CPU has AVX512-BF16 (tests compare the two);
+    lib.bf16_simd() says which a library has."""
     if not env.cext_enabled():
         return None
     tune_malloc()
@@ -128,7 +131,7 @@ def load():
         )
         return None
     try:
-        lib = ctypes.CDLL(str(_build(cc)))
+        lib = ctypes.CDLL(str(_build(cc, _FLAGS if bf16_simd else [*_FLAGS, "-DLEANSEG_NO_BF16_SIMD"])))
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or str(err)
         warnings.warn(
@@ -138,6 +141,7 @@ def load():
         )
         return None
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.bf16_simd.argtypes, lib.bf16_simd.restype = [], c_int
     for suffix, acc in (("f32", ctypes.c_float), ("f64", ctypes.c_double), ("bf16", ctypes.c_float)):
         fn = getattr(lib, f"stencil_gather_{suffix}")
         fn.argtypes = [p, Grid, p, Grid, p, p, p, p, i64, i64, i64, i64, p, i64, c_int]
@@ -159,6 +163,9 @@ def load():
         fn.restype = None
         fn = getattr(lib, f"norm_act_grad_sums_{suffix}")
         fn.argtypes = [p, p, p, p, p, acc, i64, i64, i64, c_int]
+        fn.restype = None
+        fn = getattr(lib, f"upsample_linear_{suffix}")
+        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, c_int]
         fn.restype = None
         fn = getattr(lib, f"norm_act_grad_{suffix}")
         fn.argtypes = [p, p, p, p, p, acc, p, p, p, i64, i64, i64, c_int]

@@ -6,8 +6,9 @@ import torch
 
 from leanseg.errors import LeanSegError
 from leanseg.models import create
-from leanseg.nn import ConvNormAct, lean_conv_reference, precision
+from leanseg.nn import ConvNormAct, _cext, _cpu, lean_conv_reference, precision
 from leanseg.nn._cpu import conv_forward
+from leanseg.nn.norm import channel_sums, norm_act_
 
 needs_bf16 = pytest.mark.skipif(not precision.cpu_supports_bf16(), reason="CPU without native bfloat16")
 
@@ -30,6 +31,46 @@ def test_bf16_lean_conv_as_close_as_torch_bf16(d, stride, cin, cout):
     dims = tuple(range(1, d + 1))
     torch.testing.assert_close(s1, y.double().sum(dims), rtol=1e-6, atol=1e-6)  # the sums of the stored bf16 data
     torch.testing.assert_close(s2, y.double().square().sum(dims), rtol=1e-6, atol=1e-6)
+
+
+def _with_lib(monkeypatch, lib):
+    monkeypatch.setattr(_cext, "load", lambda bf16_simd=True: lib)
+
+
+@pytest.mark.parametrize(
+    "c,m",
+    [
+        (32, 32),  # two whole 16-channel vectors, the U-Net's level 0
+        (40, 24),  # a vector tail, and channels past the stencil's m that only the statistics read
+        (5, 3),  # fewer channels than one vector
+    ],
+)
+def test_bf16_vector_loops_equal_portable_loops(monkeypatch, c, m):
+    """The AVX512-BF16 loops (gather with statistics, norm + activation, channel sums) do the portable loops'
+    float operations in the same order: equal bit for bit (inputs without subnormals, which the instruction
+    flushes). Where the CPU lacks AVX512-BF16 both libraries are the portable one and the test still runs."""
+    lib = _cext.load()
+    if lib is None:
+        pytest.skip("no C compiler")
+    port = _cext.load(bf16_simd=False)
+    assert port.bf16_simd() == 0
+    torch.manual_seed(11)
+    x = torch.randn(2, 7, 9, 11, c).to(torch.bfloat16)  # (N, D, H, W, C) channels-last
+    y0 = torch.randn(2, 7, 9, 11, c).to(torch.bfloat16)
+    taps = (torch.randn(6, m) / 3).to(torch.bfloat16)
+    scale, shift = torch.rand(2, c, dtype=torch.float64) + 0.5, torch.randn(2, c, dtype=torch.float64)
+    results = []
+    for one in (lib, port):
+        _with_lib(monkeypatch, one)
+        y = y0.clone()
+        sums = _cpu.stencil_gather_(y, x, taps, 1, stats=True)
+        a = torch.empty_like(y).view(2, -1, c)
+        norm_act_(one, a, y.view(2, -1, c), scale, shift, 0.01)
+        results.append((y, *sums, a, *channel_sums(one, a, y.view(2, -1, c))))
+    for fast, slow in zip(*results, strict=True):
+        assert torch.equal(fast, slow)
+    # and the statistics are those of the stored bf16 data
+    torch.testing.assert_close(results[0][1], results[0][0].double().sum((1, 2, 3)), rtol=1e-6, atol=1e-6)
 
 
 @needs_bf16
