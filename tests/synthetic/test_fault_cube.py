@@ -34,7 +34,8 @@ def test_fault_fraction_is_sane():
 
 def test_labels_are_one_voxel_thick():
     """A single planar fault crossing the cube: along its dominant normal axis each line holds at most one label."""
-    geo = FaultGeology(n_faults=(1, 1), listric=0.0, extent=(5.0, 5.0), throw=(6.0, 6.0))
+    geo = FaultGeology(n_faults=(1, 1), unfaulted=0.0, listric=0.0, curved=0.0, extent=(5.0, 5.0),
+                       throw=(6.0, 6.0))
     for seed in range(4):
         label = fault_cube(np.random.default_rng(seed), 40, geo)[1]
         counts = [label.sum(axis=a) for a in (0, 1)]  # near-vertical faults: the dominant axis is x or y
@@ -43,7 +44,8 @@ def test_labels_are_one_voxel_thick():
 
 def test_a_fault_offsets_the_reflectors():
     """The same geology with and without throw: the hanging wall's traces move in time, the footwall's do not."""
-    geo = FaultGeology(n_faults=(1, 1), listric=0.0, extent=(5.0, 5.0), throw=(8.0, 8.0), noise=(0.0, 0.0),
+    geo = FaultGeology(n_faults=(1, 1), unfaulted=0.0, listric=0.0, curved=0.0, extent=(5.0, 5.0),
+                       throw=(8.0, 8.0), noise=(0.0, 0.0),
                        fold_amplitude=(0.0, 0.0), shear=(0.0, 0.0), reverse=0.0)
     size = 48
     faulted, label = fault_cube(np.random.default_rng(7), size, geo)
