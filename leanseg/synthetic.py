@@ -165,6 +165,8 @@ class FaultGeology:
     noise: tuple[float, float] = (0.0, 1.5)
     coloured_noise: float = 0.6  # probability that the noise is band-limited in time and correlated across traces
     gain: tuple[float, float] = (0.0, 0.5)  # std of the log of a smooth amplitude gain (processing, overburden)
+    mute: float = 0.15  # probability of a top mute (zeroed shallow samples, as at the top of the F3 crop)
+    mute_depth: tuple[float, float] = (0.05, 0.3)  # of the side; faults there are invisible, so not labelled
 
 
 def _fault_surface(rng: np.random.Generator, geo: FaultGeology, size: int):
@@ -265,6 +267,11 @@ def fault_cube(rng: np.random.Generator, size: int = 128, geology: FaultGeology 
     level = geo.noise[0] + (geo.noise[1] - geo.noise[0]) * float(rng.random()) ** 2
     seis += level * _seismic_noise(rng, shape, period, geo.coloured_noise)
     seis *= np.exp(float(rng.uniform(*geo.gain)) * smooth_field(rng, shape, cells=3))
+    if rng.random() < geo.mute:
+        top = int(rng.uniform(*geo.mute_depth) * size)
+        seis[..., :top] = 0
+        seis[..., top:top + 4] *= np.linspace(0.2, 0.8, 4, dtype=np.float32)[: size - top]  # a short taper
+        label[..., :top] = False
     seis = (seis - seis.mean()) / (seis.std() + 1e-6)
     return seis[None].astype(np.float32), label.astype(np.uint8)
 

@@ -28,6 +28,7 @@ class FaultsConfig(TaskConfig):
     batch_size: int = 2
     samples_per_case: int = 1
     epochs: int = 100
+    val_fraction: float = 0.1  # FaultSeg3D's split (200 training, 20 validation cubes); generated cubes are many
     lr: float = 2e-3
     model_kwargs: dict = field(default_factory=lambda: {"features": (16, 32, 64, 128)})  # one input channel
     hd95: bool = False  # thin sheets: HD95 is dominated by a few stray voxels and says little here
