@@ -3,9 +3,10 @@
 - ``brats_phantom``: four MRI-like modalities (t1, t1ce, t2, flair) of a brain-shaped head with a tumour made of a
   necrotic core, an enhancing rim and surrounding edema, in BraTS 2021 labels (1 NCR, 2 ED, 4 ET).
 - ``fault_cube``: what the faults task trains on, FaultSeg3D's recipe (Wu et al. 2019) widened (``FaultGeology``):
-  layers of random impedance, folds growing with depth, planar shear, 1-6 normal or reverse faults of random strike
-  and 60-85 degree dip, planar or listric, with throws tapering to zero at their tips; a Ricker wavelet of random
-  period, white or band-limited noise; labels one voxel thick. A 128^3 cube takes about half a second.
+  layers of random impedance, folds growing with depth, planar shear, 0-6 normal or reverse faults of random strike
+  and 60-85 degree dip, planar or listric, straight or curved in map view, with throws tapering to zero at their
+  tips; a Ricker wavelet of random period, white or band-limited and trace-correlated noise up to 1.5 times the
+  signal, a smooth amplitude gain; labels one voxel thick. A 128^3 cube takes about half a second.
 - ``seismic_faults``: the first, narrower generator (planar faults of constant throw), kept for old scripts.
 - ``shapes2d``: a noisy 2D image of discs (label 1) and rectangles (label 2) on a textured background.
 - ``cifar_like``: 32x32 colour images whose class is an oriented, coloured stripe pattern (a smoke test only).
@@ -148,16 +149,24 @@ class FaultGeology:
     fold_amplitude: tuple[float, float] = (0.0, 0.15)  # of the cube's side at its bottom
     fold_width: tuple[float, float] = (0.1, 0.4)  # Gaussian sigma, of the side
     shear: tuple[float, float] = (-0.2, 0.2)  # planar dip of the layers (time samples per trace), each axis
-    n_faults: tuple[int, int] = (1, 6)  # per cube: zero-fault cubes are left to the crop of a faulted one
+    n_faults: tuple[int, int] = (1, 6)  # per cube, when it is faulted at all
+    unfaulted: float = 0.1  # probability of a cube with no fault: layers, folds and noise alone are not faults
     dip: tuple[float, float] = (60.0, 85.0)  # degrees from horizontal: the normal and reverse faults seen in seismic
     throw: tuple[float, float] = (2.0, 12.0)  # peak displacement along dip, voxels: 2 is barely visible
     reverse: float = 0.3  # probability that a fault is reverse (hanging wall up) rather than normal
     listric: float = 0.4  # probability that the surface flattens with depth instead of being planar
+    curved: float = 0.4  # probability that the trace of the fault curves in map view (its strike turns)
     extent: tuple[float, float] = (0.5, 1.5)  # half-lengths of the elliptic displacement patch, of the side
     label_throw: float = 1.0  # voxels: where the local throw is smaller the fault is invisible, so not labelled
     period: tuple[float, float] = (5.0, 14.0)  # Ricker peak period in samples (18-50 Hz at 4 ms; F3 peaks ~23 Hz)
-    noise: tuple[float, float] = (0.0, 0.5)  # noise std relative to the signal's
-    coloured_noise: float = 0.5  # probability that the noise is smoothed (band-limited) rather than white
+    # noise std relative to the signal's, drawn as low + (high - low) * u**2: most cubes are clean enough to show
+    # their faults, a third are noisier than 0.55 and some as noisy as real shallow data (F3's neighbouring traces
+    # correlate at ~0.5, which a coherent signal reaches at noise ~1)
+    noise: tuple[float, float] = (0.0, 1.5)
+    coloured_noise: float = 0.6  # probability that the noise is band-limited in time and correlated across traces
+    gain: tuple[float, float] = (0.0, 0.5)  # std of the log of a smooth amplitude gain (processing, overburden)
+    mute: float = 0.15  # probability of a top mute (zeroed shallow samples, as at the top of the F3 crop)
+    mute_depth: tuple[float, float] = (0.05, 0.3)  # of the side; faults there are invisible, so not labelled
 
 
 def _fault_surface(rng: np.random.Generator, geo: FaultGeology, size: int):
@@ -168,6 +177,9 @@ def _fault_surface(rng: np.random.Generator, geo: FaultGeology, size: int):
     hx, hy = -np.sin(strike), np.cos(strike)  # horizontal normal: the direction the fault dips towards
     sx, sy = np.cos(strike), np.sin(strike)  # along strike
     x0, y0, z0 = (float(v) for v in rng.uniform(0.15, 0.85, 3) * size)
+    # map-view curvature: the surface's horizontal offset grows as (along-strike distance)^2, up to ~a tenth of
+    # the side at the cube's edge (strongly curved surfaces would need a thicker label where they turn)
+    curve = float(rng.uniform(-0.4, 0.4)) / size if rng.random() < geo.curved else 0.0
     slope = float(1 / np.tan(np.deg2rad(rng.uniform(*geo.dip))))  # horizontal run per unit of depth at z0
     # listric: the surface flattens with depth (run grows by up to 2 per side), planar otherwise
     bend = float(rng.uniform(0.2, 1.0)) / size if rng.random() < geo.listric else 0.0
@@ -179,6 +191,8 @@ def _fault_surface(rng: np.random.Generator, geo: FaultGeology, size: int):
         g = hx * x + hy * y - slope * w
         if bend:
             g -= bend * w * np.abs(w)
+        if curve:
+            g -= curve * (sx * (x - x0) + sy * (y - y0)) ** 2
         return g - (hx * x0 + hy * y0)
 
     def run(z):  # d(horizontal position of the surface)/d(depth)
@@ -213,7 +227,8 @@ def fault_cube(rng: np.random.Generator, size: int = 128, geology: FaultGeology 
     ox, oy, oz = _grid(shape)  # observed coordinates, sparse
     x, y, z = ox, oy, oz  # where each voxel was before faulting: full arrays once a fault moves them
     label = np.zeros(shape, bool)
-    for _ in range(rng.integers(geo.n_faults[0], geo.n_faults[1] + 1)):
+    faults = int(rng.integers(geo.n_faults[0], geo.n_faults[1] + 1))
+    for _ in range(0 if rng.random() < geo.unfaulted else faults):
         level, gradient_max, down_dip, local_throw = _fault_surface(rng, geo, size)
         g = level(x, y, z)
         # the throw, the dip direction and the gradient are smooth: taken at the observed place (sparse arrays,
@@ -249,13 +264,30 @@ def fault_cube(rng: np.random.Generator, size: int = 128, geology: FaultGeology 
     wavelet = ricker(1 / period, dt=1.0, half_len=int(np.ceil(1.5 * period)))
     seis = ndimage.convolve1d(reflect, wavelet, axis=2, mode="reflect")
     seis /= seis.std() + 1e-6
-    noise = rng.standard_normal(shape, dtype=np.float32)
-    if rng.random() < geo.coloured_noise:
-        noise = ndimage.gaussian_filter(noise, 1.0)
-        noise /= noise.std() + 1e-6
-    seis += float(rng.uniform(*geo.noise)) * noise
+    level = geo.noise[0] + (geo.noise[1] - geo.noise[0]) * float(rng.random()) ** 2
+    seis += level * _seismic_noise(rng, shape, period, geo.coloured_noise)
+    seis *= np.exp(float(rng.uniform(*geo.gain)) * smooth_field(rng, shape, cells=3))
+    if rng.random() < geo.mute:
+        top = int(rng.uniform(*geo.mute_depth) * size)
+        seis[..., :top] = 0
+        seis[..., top:top + 4] *= np.linspace(0.2, 0.8, 4, dtype=np.float32)[: size - top]  # a short taper
+        label[..., :top] = False
     seis = (seis - seis.mean()) / (seis.std() + 1e-6)
     return seis[None].astype(np.float32), label.astype(np.uint8)
+
+
+def _seismic_noise(rng: np.random.Generator, shape: tuple[int, ...], period: float, coloured: float) -> np.ndarray:
+    """Unit-std noise (x, y, time): white, or (with probability ``coloured``) band-limited in time by a Ricker
+    wavelet near the signal's period, so that it rings like reflections, and smoothed across traces, so that
+    neighbouring traces share part of it as in migrated data: incoherent events that a fault detector must ignore."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    if rng.random() < coloured:
+        p = period * float(rng.uniform(0.5, 1.5))
+        noise = ndimage.convolve1d(noise, ricker(1 / p, dt=1.0, half_len=int(np.ceil(1.5 * p))), axis=2)
+        lateral = float(rng.uniform(0.0, 1.5))
+        if lateral > 0.3:
+            noise = ndimage.gaussian_filter(noise, (lateral, lateral, 0.0))
+    return noise / (noise.std() + 1e-6)
 
 
 def shapes2d(rng: np.random.Generator, size: int = 96) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,7 @@ import typer
 
 
 def bench_faults(
-    cases: int = typer.Option(12, help="generated training cubes (a fifth is held out for validation)"),
+    cases: int = typer.Option(12, help="generated training cubes (a tenth is held out for validation)"),
     epochs: int = typer.Option(2, help="epochs for every model"),
     size: int = typer.Option(32, help="cube edge; also the training window (64 or 128 for real comparisons)"),
     heldout: int = typer.Option(4, help="held-out cubes scored (seeds the training never drew)"),

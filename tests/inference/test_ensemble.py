@@ -40,7 +40,8 @@ def registered(monkeypatch):
 def checkpoint(path: Path, seed: int, channels=("flair", "t1c"), **meta) -> Path:
     kwargs = {"spatial_dims": 3, "in_channels": len(channels), "out_channels": 3}
     torch.manual_seed(seed)
-    fields = {"channels": list(channels), "regions": REGIONS, "normalization": "none", "window": [48, 48, 48]}
+    # the window is the crop's size: one window and no padding, so the network alone is the reference
+    fields = {"channels": list(channels), "regions": REGIONS, "normalization": "none", "window": [40, 44, 36]}
     return save_model(TinyEnsembleNet(**kwargs), path, model="tiny_ensemble_net", model_kwargs=kwargs,
                       **(fields | meta))
 

@@ -47,14 +47,37 @@ def test_tta_averages_mirrorings():
     torch.manual_seed(0)
     net = nn.Conv2d(1, 2, 3, padding=1).eval()  # not mirror-symmetric: TTA changes the result
     x = torch.randn(1, 1, 12, 10)
-    plain = sliding_window_predict(net, x, 64, tta=False)
-    mirrored = sliding_window_predict(net, x, 64, tta=True)
+    plain = sliding_window_predict(net, x, (12, 10), tta=False)  # one window, no padding: net(x) itself
+    mirrored = sliding_window_predict(net, x, (12, 10), tta=True)
     with torch.no_grad():
         flips = [(), (2,), (3,), (2, 3)]
         expected = sum(torch.softmax(net(x.flip(f) if f else x), 1).flip(f) if f else torch.softmax(net(x), 1)
                        for f in flips) / 4
     torch.testing.assert_close(mirrored, expected, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(plain, mirrored)
+
+
+@pytest.mark.parametrize("shape, window", [
+    ((1, 1, 5, 6, 7), 9),  # 3D, smaller than the window on every axis
+    ((2, 1, 7, 4), (8, 8)),  # 2D, two images, odd padding on one axis
+])
+def test_small_volumes_are_padded_by_repeating_the_border(shape, window):
+    """A volume smaller than the window is padded by repeating its border voxels (not zeros, which a seismic or EM
+    network reads as an edge): a 3x3 convolution sees, at the border, the same voxels as on the edge-padded input
+    in float64 (numpy's pad)."""
+    torch.manual_seed(0)
+    conv = getattr(nn, f"Conv{len(shape) - 2}d")(1, 2, 3, padding=1).eval()
+    x = torch.randn(shape) + 3  # far from zero: zero padding would show at every border voxel
+    got = sliding_window_predict(conv, x, window, activation="none")
+    dims = len(shape) - 2
+    win = (window,) * dims if isinstance(window, int) else window
+    # MONAI pads (w - n) // 2 before the volume and the rest after; axes at least as large as the window not at all
+    pads = [(max(0, w - n) // 2, max(0, w - n) - max(0, w - n) // 2) for n, w in zip(shape[2:], win, strict=True)]
+    padded = torch.from_numpy(np.pad(x.double().numpy(), [(0, 0), (0, 0), *pads], mode="edge"))
+    with torch.no_grad():
+        full = conv.double()(padded)
+    expected = full[(..., *(slice(lo, lo + n) for (lo, _), n in zip(pads, shape[2:], strict=True)))].float()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("slab, halo", [(4, 2), (5, 0), (100, 3)])

@@ -42,8 +42,6 @@ def test_faults_predicts_f3_with_no_model_given(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.skipif(not F3.is_file(), reason="shared test data absent")
 @pytest.mark.skipif("faults" not in zoo.names(), reason="the faults zoo model is not installed")
-@pytest.mark.xfail(strict=True, reason="the shipped faults model marks 91% of the F3 crop (see leanseg/zoo/faults.md); "
-                   "remove this mark when a model passes")
 def test_faults_marks_a_plausible_fraction_of_f3(tmp_path):
     out = leanseg.predict(F3, model="faults", output=tmp_path / "f3.npy", progress=False)
     assert 0.001 < np.load(out).mean() < 0.15  # faults are thin: a few percent, never most of the cube
