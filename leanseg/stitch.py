@@ -51,7 +51,7 @@ class SlabStitcher:
     """``stitcher(image)`` gives what ``sliding_window_predict`` gives for ``image`` ``(1, C, *spatial)``, float32
     or float64: ``(1, K, *spatial)`` probabilities in the image's dtype on the CPU. ``rows`` keeps only those
     positions of the first spatial axis (the centre of a streamed slab), and the division by the summed weights
-    is done for them alone.
+    is done for them alone. The result is a view of the stitcher's accumulator: valid until the next call.
 
     ``predictor`` maps a batch of windows ``(B, C, *window)`` to ``(B, K, *window)``; ``activation`` ("softmax",
     "sigmoid" or "none") is applied to its output in the stitching pass. The weights, the window grid and the
@@ -125,7 +125,8 @@ class SlabStitcher:
         first = range(padded[0])[slice(lows[0], lows[0] + spatial[0])][rows]
         rest = zip(lows[1:], spatial[1:], strict=True)
         keep = (slice(first.start, first.stop),) + tuple(slice(lo, lo + n) for lo, n in rest)
-        return (acc[(slice(None),) + keep] / self._count[keep])[None]
+        # divided in place, in the accumulator: no fresh buffer the size of the output to fault in per call
+        return acc[(slice(None),) + keep].div_(self._count[keep])[None]
 
     def _add(self, acc: torch.Tensor, out: torch.Tensor, box: tuple[slice, ...]) -> None:
         """acc[:, box] += act(out) * weights, in one pass where the C library is built."""
