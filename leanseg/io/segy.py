@@ -239,7 +239,10 @@ class SegyWriter:
         """Write ``values`` ``(n, X, S)`` as inlines ``start:start+n``; dead positions are skipped."""
         index = self.geometry.trace_index[start: start + len(values)]
         live = index >= 0
-        traces, samples = index[live], np.asarray(values)[live]  # (T,), (T, S)
+        if live.all():  # no dead trace: the values as they are, not a copy through a mask
+            traces, samples = index.reshape(-1), np.asarray(values).reshape(index.size, -1)  # (T,), (T, S)
+        else:
+            traces, samples = index[live], np.asarray(values)[live]
         if not np.all(traces[1:] > traces[:-1]):  # crossline-sorted or irregular: write in file order
             order = np.argsort(traces, kind="stable")
             traces, samples = traces[order], samples[order]
