@@ -196,7 +196,10 @@ class LabelManager:
         from leanseg.inference import argmax_channels
 
         lut = np.asarray(list(self.labels.values()), dtype=self.dtype)
-        return lut[argmax_channels(probs)]
+        index = argmax_channels(probs)
+        if np.array_equal(lut, np.arange(len(lut))):  # values 0..K-1 are the channel indices: no lookup pass
+            return index.astype(self.dtype, copy=False)
+        return lut[index]
 
 
 __all__ = ["LabelManager", "check_label_values"]

@@ -161,16 +161,24 @@ class SegyReader:
         """Inlines ``start:stop`` as float32 ``(n, X, S)``; dead traces are zero. NaN or infinite samples are a
         one-line error naming the first one: every reader (whole cube, streamed slabs, statistics) goes through here."""
         index = self.geometry.trace_index[start:stop]
-        out = np.zeros((*index.shape, self.shape[2]), dtype=np.float32)
+        shape = (*index.shape, self.shape[2])
         live = index >= 0
         traces = index[live]
-        if traces.size == 0:
-            return out
-        if np.array_equal(traces, np.arange(traces[0], traces[0] + traces.size)):
-            out[live] = self.file.trace.raw[int(traces[0]): int(traces[0]) + traces.size]  # one contiguous read
-        else:  # crossline-sorted or irregular: trace by trace
-            out[live] = np.stack([self.file.trace.raw[int(t)] for t in traces])
-        if not np.isfinite(out).all():
+        contiguous = traces.size > 0 and np.array_equal(traces, np.arange(traces[0], traces[0] + traces.size))
+        if contiguous and traces.size == index.size:  # every trace live, in file order: segyio's array is the slab
+            out = np.asarray(self.file.trace.raw[int(traces[0]): int(traces[0]) + traces.size],
+                             dtype=np.float32).reshape(shape)
+        else:
+            out = np.zeros(shape, dtype=np.float32)
+            if traces.size == 0:
+                return out
+            if contiguous:
+                out[live] = self.file.trace.raw[int(traces[0]): int(traces[0]) + traces.size]  # one read
+            else:  # crossline-sorted or irregular: trace by trace
+                out[live] = np.stack([self.file.trace.raw[int(t)] for t in traces])
+        # a sum is NaN or infinite when a sample is (or, rarely, when finite samples overflow it): one reduction
+        # instead of a boolean array the size of the slab, and the exact check only then
+        if not np.isfinite(out.sum()) and not np.isfinite(out).all():
             bad = np.argwhere(~np.isfinite(out))[0]
             raise LeanSegError(f"{self.path}: NaN or infinite sample at inline index {start + int(bad[0])}, crossline "
                                f"index {int(bad[1])}, sample {int(bad[2])}; fix or mute it before predicting")
@@ -231,7 +239,10 @@ class SegyWriter:
         """Write ``values`` ``(n, X, S)`` as inlines ``start:start+n``; dead positions are skipped."""
         index = self.geometry.trace_index[start: start + len(values)]
         live = index >= 0
-        traces, samples = index[live], np.asarray(values)[live]  # (T,), (T, S)
+        if live.all():  # no dead trace: the values as they are, not a copy through a mask
+            traces, samples = index.reshape(-1), np.asarray(values).reshape(index.size, -1)  # (T,), (T, S)
+        else:
+            traces, samples = index[live], np.asarray(values)[live]
         if not np.all(traces[1:] > traces[:-1]):  # crossline-sorted or irregular: write in file order
             order = np.argsort(traces, kind="stable")
             traces, samples = traces[order], samples[order]

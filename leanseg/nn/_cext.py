@@ -170,4 +170,9 @@ def load(bf16_simd: bool = True):
         fn = getattr(lib, f"norm_act_grad_{suffix}")
         fn.argtypes = [p, p, p, p, p, acc, p, p, p, i64, i64, i64, c_int]
         fn.restype = None
+    for suffix in ("f32", "f64"):
+        fn = getattr(lib, f"stitch_add_{suffix}")
+        fn.argtypes = [p, i64, i64, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, p, c_int,
+                       c_int]
+        fn.restype = None
     return lib
