@@ -97,12 +97,13 @@ class SlabStitcher:
             raise ValueError(f"expected one image (1, C, *spatial) of {len(self.window)} spatial axes, got "
                              f"{tuple(image.shape)}")
         dtype, spatial = image.dtype, tuple(image.shape[2:])
-        # MONAI's padding: an axis shorter than the window is padded by zeros, half before and half after
+        # as sliding_window_predict: an axis shorter than the window is padded half before and half after, by
+        # repeating the border (zeros would add edges the network reads as structure: faults on a small seismic crop)
         lows = [max(w - n, 0) // 2 for n, w in zip(spatial, self.window, strict=True)]
         pad = [p for n, w, lo in reversed(list(zip(spatial, self.window, lows, strict=True)))
                for p in (lo, max(w - n, 0) - lo)]
         if any(pad):
-            image = F.pad(image, pad, mode="constant", value=0.0)
+            image = F.pad(image, pad, mode="replicate")
         padded = tuple(image.shape[2:])
         self._grid(padded, dtype)
         assert self._weights is not None and self._count is not None  # set by _grid

@@ -49,7 +49,7 @@ def train_cmd(
     if window is not None:
         options["window"] = parse_window(window, cls.Config().spatial_dims, what="--window")
     if features is not None:
-        # only the widths change: the task's other model options (seg2d's down, last_conv) stay
+        # only the widths change: the task's other model options (seg2d's down, dense_levels) stay
         defaults = cls.Config()
         options["model_kwargs"] = dict(defaults.model_kwargs if model in (None, defaults.model) else {}) | {
             "features": parse_ints(features, "--features")}

@@ -36,7 +36,7 @@ def conv_net(spatial_dims: int, out_channels: int, scale: float = 1.0) -> nn.Mod
 def monai(net, image, window, overlap, blend, activation):
     with torch.no_grad():
         return sliding_window_inference(image, window, 1, lambda x: ACTIVATIONS[activation](net(x)), overlap=overlap,
-                                        mode=blend)
+                                        mode=blend, padding_mode="replicate")  # as sliding_window_predict
 
 
 @pytest.mark.parametrize("shape, window, overlap, blend", CASES)
