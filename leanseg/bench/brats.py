@@ -31,6 +31,8 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
         "LeanUNet dense twin": {"model_kwargs": lean | {"conv": "dense"}},
         "LeanUNet maxpool+dense last": {"model_kwargs": lean | em},
         "twin maxpool": {"model_kwargs": lean | em | {"conv": "dense"}},
+        "LeanUNet maxpool": {"model_kwargs": lean | {"down": "maxpool"}},  # the two changes one at a time
+        "LeanUNet dense last": {"model_kwargs": lean | {"last_conv": "dense"}},
         "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": feats}},
         "MONAI SegResNet": {"model": "monai_segresnet", "model_kwargs": {"init_filters": feats[0]}},
     }

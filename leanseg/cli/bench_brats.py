@@ -14,8 +14,9 @@ def bench_brats(
     size: int = typer.Option(48, help="phantom edge; also the training window"),
     features: str = typer.Option("8,16,32,64", help="widths per level, the same for every model"),
     hard: bool = typer.Option(True, "--hard/--easy", help="the hard phantoms, or the demo's easy ones"),
-    models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet dense twin, LeanUNet "
-                               "maxpool+dense last, MONAI UNet, MONAI SegResNet ('twin maxpool' on request)"),
+    models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet dense twin, "
+                               "LeanUNet maxpool+dense last, MONAI UNet, MONAI SegResNet (also: 'twin maxpool', "
+                               "'LeanUNet maxpool', 'LeanUNet dense last')"),
     threads: int = typer.Option(0, help="torch threads (0: torch's default); 1 is faster on a shared machine"),
     out: Path = typer.Option(Path("runs/bench_brats"), help="folder for the runs"),
     seed: int = typer.Option(0, help="seed of the data and the weights"),
