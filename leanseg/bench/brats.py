@@ -71,11 +71,38 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
             weights = sum(p.numel() for p in result.model.parameters())
             dice = {r: result.last.get(f"val_dice_{r}", float("nan")) for r in REGIONS}
             rows.append({"model": name, "weights": weights, **dice, "mean": sum(dice.values()) / 3,
+                         **et_split(result.model, cases, seed, common),
                          "s_per_epoch": result.seconds_per_epoch, "total_s": time.perf_counter() - t0})
             echo(format_row(rows[-1]))
     finally:
         torch.set_num_threads(previous)
     return rows
+
+
+def et_split(model, cases: int, seed: int, options: dict) -> dict:
+    """ET Dice split by whether the validation case has ET: on a case without it, Dice is 1 for an empty
+    prediction and 0 for a single false voxel (the BraTS convention), so a few such cases can swing the ET mean by
+    more than the networks differ on the others. The cases and the predict path are those of ``train``'s validation
+    (``Task.validate_case``): ``et_present`` is the mean ET Dice over cases with ET, ``no_et_right`` how many of
+    the ``no_et`` cases without ET got an empty ET."""
+    import numpy as np
+    import torch
+
+    from leanseg.tasks import get_task
+    from leanseg.training.loop import split_cases
+
+    task = get_task("brats", **options)
+    _, val = split_cases(task.synthetic(cases, seed), task.config.val_fraction, seed)
+    transform = task.transforms(train=False)
+    present, absent = [], []
+    model.eval()
+    with torch.no_grad():
+        for case in val:
+            d = transform(case)
+            et = task.validate_case(model, d["image"][None], d["label"][None], torch.device("cpu"))["dice_ET"]
+            (present if (case["label"] == 4).any() else absent).append(et)
+    return {"et_present": float(np.mean(present)) if present else float("nan"),
+            "no_et_right": int(sum(d == 1.0 for d in absent)), "no_et": len(absent)}
 
 
 def describe(cases: int, epochs: int, size: int, features, hard: bool, val_fraction: float) -> str:
@@ -90,9 +117,11 @@ def describe(cases: int, epochs: int, size: int, features, hard: bool, val_fract
             f"{os.cpu_count()} cores, torch {torch.__version__}; load average {load}")
 
 
-HEADER = f"{'model':<30}{'weights':>10}{'WT':>8}{'TC':>8}{'ET':>8}{'mean':>8}{'s/epoch':>10}"
+HEADER = (f"{'model':<30}{'weights':>10}{'WT':>8}{'TC':>8}{'ET':>8}{'mean':>8}{'s/epoch':>10}"
+          f"{'ET where present':>18}{'no ET, empty':>14}")
 
 
 def format_row(r: dict) -> str:
+    empty = f"{r['no_et_right']}/{r['no_et']}"
     return (f"{r['model']:<30}{r['weights']:>10,}{r['WT']:>8.3f}{r['TC']:>8.3f}{r['ET']:>8.3f}{r['mean']:>8.3f}"
-            f"{r['s_per_epoch']:>10.1f}")
+            f"{r['s_per_epoch']:>10.1f}{r['et_present']:>18.3f}{empty:>14}")

@@ -18,6 +18,9 @@ def test_every_row_trains_and_scores(tmp_path):
         assert r["weights"] > 0 and r["s_per_epoch"] > 0
         assert all(0 <= r[k] <= 1 for k in ("WT", "TC", "ET", "mean")), r
         assert math.isclose(r["mean"], (r["WT"] + r["TC"] + r["ET"]) / 3)
+        assert 0 <= r["no_et_right"] <= r["no_et"] <= 1  # one validation case
+        if r["no_et"] == 0:  # the one validation case has ET: the split's mean is the ET column
+            assert math.isclose(r["et_present"], r["ET"])
     weights = {r["model"]: r["weights"] for r in rows}
     assert weights["LeanUNet"] < weights["LeanUNet dense twin"]
     assert weights["LeanUNet"] < weights["LeanUNet maxpool+dense last"] < weights["LeanUNet dense twin"]

@@ -60,13 +60,13 @@ def test_seeded():
 
 def test_hard_is_fast():
     brats_phantom(np.random.default_rng(0), 64, hard=True)  # warm-up (imports, caches)
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: the wall time of a shared machine says more about its load
     brats_phantom(np.random.default_rng(1), 64, hard=True)
-    assert time.perf_counter() - t0 < 2.0  # ~0.4 s on this project's 2-core machine; slack for a busy one
+    assert time.process_time() - t0 < 1.0  # 0.3-0.5 s on this project's machine
 
 
 def test_edema_and_grey_matter_overlap_on_flair():
-    """The point of the hard phantoms: edema's flair histogram overlaps grey matter's (0.56 on average over 12
+    """The point of the hard phantoms: edema's flair histogram overlaps grey matter's (0.49 on average over 12
     cases when measured), while on the easy phantoms edema stands clear of the normal brain (0.01)."""
     hard = []
     for seed in range(6):
@@ -91,7 +91,7 @@ def test_enhancing_rim_and_vessels_overlap_on_t1ce():
         if (label == 4).any() and vessels.any():
             t1ce = zscore(image[1], brain)
             scores.append(overlap(t1ce[label == 4], t1ce[vessels]))
-    assert len(scores) >= 4 and np.mean(scores) > 0.2  # 0.39 over 11 cases when measured
+    assert len(scores) >= 4 and np.mean(scores) > 0.2  # 0.41 over 11 cases when measured
 
 
 def octant_spread(image: np.ndarray, tissue: np.ndarray, brain: np.ndarray) -> float:
