@@ -1,7 +1,10 @@
 """Seeded synthetic data for every task, generated on the fly (nothing is downloaded).
 
 - ``brats_phantom``: four MRI-like modalities (t1, t1ce, t2, flair) of a brain-shaped head with a tumour made of a
-  necrotic core, an enhancing rim and surrounding edema, in BraTS 2021 labels (1 NCR, 2 ED, 4 ET).
+  necrotic core, an enhancing rim and surrounding edema, in BraTS 2021 labels (1 NCR, 2 ED, 4 ET). Easy by default
+  (the demo's); ``hard=True`` draws from ``BratsGeology``: grey/white matter, CSF, vessels and choroid plexus,
+  multifocal lobulated lesions, intensities that overlap between tissues, bias fields, thick slices and per-case
+  scanner contrast (0.4 s for a 64^3 case), which is what ``leanseg bench brats`` ranks networks on.
 - ``fault_cube``: what the faults task trains on, FaultSeg3D's recipe (Wu et al. 2019) widened (``FaultGeology``):
   layers of random impedance, folds growing with depth, planar shear, 0-6 normal or reverse faults of random strike
   and 60-85 degree dip, planar or listric, straight or curved in map view, with throws tapering to zero at their
@@ -57,8 +60,16 @@ def _blob(rng: np.random.Generator, shape, centre, radii, wobble: float) -> np.n
     return r * (1.0 + wobble * smooth_field(rng, shape, cells=3))
 
 
-def brats_phantom(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """One case: image (4, S, S, S) float32 (t1, t1ce, t2, flair) and label (S, S, S) uint8 in {0, 1, 2, 4}."""
+def brats_phantom(rng: np.random.Generator, size: int = 64, hard: bool = False,
+                  geology: BratsGeology | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One case: image (4, S, S, S) float32 (t1, t1ce, t2, flair) and label (S, S, S) uint8 in {0, 1, 2, 4}.
+
+    The default phantoms are easy (a uniform ball, a concentric tumour, well-separated intensities: every network
+    scores 0.97-0.99 Dice): for the demo. ``hard=True`` (or a ``geology``) draws a case that separates networks:
+    grey/white matter, CSF, vessels; multifocal, lobulated lesions; overlapping intensities; bias fields, thick
+    slices and scanner contrast (see ``BratsGeology``)."""
+    if hard or geology is not None:
+        return _hard_brats_phantom(rng, size, geology or BratsGeology())
     shape = (size,) * 3
     c = (size - 1) / 2
     brain_r = _blob(rng, shape, (c, c, c), size * rng.uniform(0.36, 0.42, 3), wobble=0.04)
@@ -90,6 +101,202 @@ def brats_phantom(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray,
     image = image * bias + rng.normal(0, 0.06, image.shape).astype(np.float32)
     image *= brain  # skull-stripped: zero outside the brain, as in BraTS
     return image.astype(np.float32), label
+
+
+# Mean intensity of each tissue of the hard phantoms, rows BRATS_MODALITIES, relative to white matter on t1/t1ce.
+# Chosen so that every region has a look-alike somewhere in the brain, as in real scans: edema against grey matter
+# on flair (its own contrast is drawn per case, BratsGeology.edema_flair), the enhancing rim against vessels and
+# choroid plexus on t1ce, necrosis against CSF on t1ce and t2, the non-enhancing core against edema on t2/flair.
+# Vessels are flow voids (dark) on t2/flair, as in real scans: context, not one contrast, tells them from tumour.
+_HARD_TISSUES = ("wm", "gm", "csf", "vessel", "edema", "enhancing", "necrosis", "nonenhancing")
+_HARD_CONTRAST = np.array([
+    # wm    gm    csf  vessel edema  enh  necr  non-enh
+    [1.00, 0.78, 0.30, 0.90, 0.70, 0.80, 0.35, 0.64],  # t1
+    [1.00, 0.80, 0.30, 1.55, 0.72, 1.55, 0.35, 0.70],  # t1ce (vessel and enhancing set per case together)
+    [0.60, 0.85, 1.80, 0.35, 1.25, 1.00, 1.60, 1.30],  # t2
+    [0.70, 0.88, 0.25, 0.50, 1.05, 1.05, 0.80, 1.10],  # flair (edema set per case from grey matter's)
+], dtype=np.float32)
+_WM, _GM, _CSF, _VESSEL, _EDEMA, _ENH, _NECR, _NONENH = range(len(_HARD_TISSUES))
+
+
+@dataclass(frozen=True)
+class BratsGeology:
+    """Ranges that the hard BraTS phantoms (``brats_phantom(..., hard=True)``) are drawn from; every (low, high) is
+    drawn uniformly per case. Lengths are fractions of the volume's edge unless marked; contrasts are ratios."""
+
+    foci: tuple[float, ...] = (0.6, 0.25, 0.15)  # probability of 1, 2, 3 lesions: multifocal gliomas are common
+    core_radius: tuple[float, float] = (0.07, 0.15)  # of the edge: 3-7 voxels at 48^3, from a nodule to a bulk
+    lobes: tuple[int, int] = (1, 4)  # blobs united into one lobulated core
+    wobble: tuple[float, float] = (0.15, 0.4)  # noise displacement of the lesion surfaces, relative to their radius
+    necrosis: tuple[float, float] = (0.0, 0.75)  # radius of the necrotic core relative to the tumour core's
+    no_necrosis: float = 0.25  # probability of a solid core (no necrosis at all)
+    enhancing_patchy: tuple[float, float] = (0.0, 0.6)  # share of the rim that does not enhance (non-enhancing core)
+    no_enhancement: float = 0.15  # probability that a case has no ET at all (low grade): the Dice of ET is 0 or 1
+    edema_extent: tuple[float, float] = (1.1, 1.9)  # edema radius relative to the core's
+    # edema's flair relative to grey matter's: below ~1.15 only t2 (where CSF is brighter) separates them
+    edema_flair: tuple[float, float] = (1.05, 1.4)
+    enhancement: tuple[float, float] = (1.25, 1.8)  # ET (and vessels, choroid plexus) on t1ce relative to WM
+    tumour_contrast: float = 0.15  # +- jitter of every tumour tissue's mean, per case and modality
+    vessels: tuple[float, float] = (0.06, 0.1)  # half-width of the level sets whose crossings are the vessels
+    texture: tuple[float, float] = (0.03, 0.08)  # std of the fine multiplicative texture inside tissues
+    bias: tuple[float, float] = (0.1, 0.3)  # std of the log bias field per modality: up to ~2x across the brain
+    gain: tuple[float, float] = (0.6, 1.6)  # scanner gain per modality
+    gamma: tuple[float, float] = (0.75, 1.35)  # scanner's non-linear contrast per modality (z-score cannot undo it)
+    noise: tuple[float, float] = (0.02, 0.07)  # Rician noise std relative to white matter's t1
+    slices_thin: tuple[int, int] = (1, 2)  # slice thickness in voxels of t1/t1ce (3D acquisitions)
+    slices_thick: tuple[int, int] = (2, 5)  # of t2/flair (2D acquisitions), along the same random axis
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], cells: int) -> np.ndarray:
+    """A smooth random field of unit std with about ``cells`` bumps per axis: Gaussian noise on a coarse grid,
+    spread to every voxel by Gaussian weights one axis at a time (a few small matrix products: ``smooth_field``'s
+    scipy zoom costs 0.1 s per 64^3 field, and a hard phantom draws twenty)."""
+    field = rng.standard_normal((cells + 3,) * len(shape)).astype(np.float32)
+    for axis, n in enumerate(shape):
+        step = n / cells
+        nodes = (np.arange(cells + 3) - 1.5) * step  # one node beyond each end: no edge effects
+        x = np.arange(n) + 0.5
+        weights = np.exp(-0.5 * ((x[:, None] - nodes[None]) / (0.7 * step)) ** 2).astype(np.float32)
+        field = np.moveaxis(np.tensordot(weights, field, axes=([1], [axis])), 0, axis)
+    return field / (field.std() + 1e-6)
+
+
+def _rotated_radius(rng: np.random.Generator, grid, centre, radii) -> np.ndarray:
+    """Ellipsoidal radius field (< 1 inside) of a randomly rotated ellipsoid, on sparse ``grid`` coordinates."""
+    axes = np.linalg.qr(rng.standard_normal((3, 3)))[0].astype(np.float32)
+    d = [g - np.float32(c) for g, c in zip(grid, centre, strict=True)]
+    inv = 1 / np.asarray(radii, np.float32)
+    return np.sqrt(sum(((d[0] * axes[0, k] + d[1] * axes[1, k] + d[2] * axes[2, k]) * inv[k]) ** 2
+                       for k in range(3)))
+
+
+def _thick_slices(volume: np.ndarray, axis: int, k: int, acquire=None) -> np.ndarray:
+    """``volume`` as a scan of ``k``-voxel-thick slices along ``axis``, resampled back to the grid: each slice is
+    the mean of its k planes (the slice profile), ``acquire`` (if given) maps the slices (k = 1 too: noise is added
+    there, so that the resampling smooths it along the axis as a scanner's would), and the planes between slice
+    centres are linearly interpolated."""
+    n = volume.shape[axis]
+    m = -(-n // k)
+    v = np.moveaxis(volume, axis, 0)
+    padded = np.concatenate([v, np.repeat(v[-1:], m * k - n, 0)]) if m * k > n else v
+    slabs = padded.reshape(m, k, *v.shape[1:]).mean(1)  # (m, ...) slice means
+    if acquire is not None:
+        slabs = acquire(slabs)
+    if k == 1:
+        return np.moveaxis(slabs, 0, axis)
+    pos = np.clip((np.arange(n) + 0.5) / k - 0.5, 0, m - 1)  # each plane's place among slice centres
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, m - 1)
+    w = (pos - lo).astype(np.float32).reshape(-1, *([1] * (v.ndim - 1)))
+    return np.moveaxis(slabs[lo] * (1 - w) + slabs[hi] * w, 0, axis)
+
+
+def _hard_brats_phantom(rng: np.random.Generator, size: int, geo: BratsGeology) -> tuple[np.ndarray, np.ndarray]:
+    """The hard case behind ``brats_phantom(..., hard=True)``: an anatomy, then its scan."""
+    tissue, label, brain = _hard_brats_anatomy(rng, size, geo)
+    return _hard_brats_scan(rng, tissue, brain, geo), label
+
+
+def _hard_brats_anatomy(rng: np.random.Generator, size: int, geo: BratsGeology
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tissue map (S, S, S) int64 (indices of _HARD_TISSUES), label (S, S, S) uint8 in {0, 1, 2, 4} and brain mask."""
+    shape = (size,) * 3
+    grid = _grid(shape)
+    c = (size - 1) / 2
+    s = float(size)
+
+    # --- anatomy: a lumpy brain, cortex folded by noise, CSF in sulci and two ventricles, deep grey nuclei
+    brain_r = _rotated_radius(rng, grid, (c, c, c), s * rng.uniform(0.36, 0.43, 3)) * (
+        1 + 0.04 * _smooth_noise(rng, shape, cells=3))
+    brain = brain_r < 1.0
+    # gyri: grey matter reaches into the white matter where the fold field is high; sulci are CSF clefts along the
+    # zero set of a second field, inside the cortex
+    cortex_depth = 0.24 + 0.1 * _smooth_noise(rng, shape, cells=8)
+    tissue = np.full(shape, _WM, np.int64)
+    tissue[brain_r > 1 - cortex_depth] = _GM
+    sulci = (brain_r > 0.96) | ((brain_r > 1 - 0.9 * cortex_depth) & (np.abs(_smooth_noise(rng, shape, 8)) < 0.15))
+    tissue[sulci] = _CSF
+    side = rng.uniform(0.05, 0.08) * s  # ventricles and nuclei sit either side of the midline (axis 0)
+    for sign in (-1, 1):
+        nucleus = _rotated_radius(rng, grid, (c + sign * 1.9 * side, c + rng.uniform(-0.03, 0.03) * s, c),
+                                  s * rng.uniform(0.06, 0.09, 3))
+        tissue[nucleus < 1] = _GM
+        ventricle = _rotated_radius(rng, grid, (c + sign * side, c, c + 0.03 * s),
+                                    s * np.array([rng.uniform(0.025, 0.05), rng.uniform(0.12, 0.18),
+                                                  rng.uniform(0.04, 0.07)]))
+        tissue[ventricle < 1] = _CSF
+        tissue[(ventricle < 0.7) & (_smooth_noise(rng, shape, cells=5) > 0.6)] = _VESSEL  # choroid plexus
+    # vessels: curves where two smooth fields both cross zero, thin tubes bright on t1ce
+    half_width = rng.uniform(*geo.vessels)
+    tubes = (np.abs(_smooth_noise(rng, shape, cells=4)) < half_width) & (
+        np.abs(_smooth_noise(rng, shape, cells=4)) < half_width)
+    tissue[tubes & brain] = _VESSEL
+
+    # --- lesions: lobulated, noise-displaced cores with necrosis and a patchy rim, edema spreading in white matter
+    label = np.zeros(shape, np.uint8)
+    n_foci = 1 + int(rng.choice(len(geo.foci), p=np.asarray(geo.foci) / sum(geo.foci)))
+    enhances = rng.random() >= geo.no_enhancement
+    for focus in range(n_foci):
+        radius = s * rng.uniform(*geo.core_radius) * (1.0 if focus == 0 else rng.uniform(0.5, 0.9))
+        centre = c + rng.uniform(-1, 1, 3) * s * 0.2  # deep in the hemispheres, where gliomas grow
+        core_r = np.full(shape, np.inf, np.float32)
+        for _ in range(rng.integers(geo.lobes[0], geo.lobes[1] + 1)):
+            lobe_c = centre + rng.uniform(-0.7, 0.7, 3) * radius
+            core_r = np.minimum(core_r, _rotated_radius(rng, grid, lobe_c, radius * rng.uniform(0.6, 1.2, 3)))
+        # displaced by noise: a log-normal factor keeps the radius positive, so no speck appears far away
+        core_r *= np.exp(rng.uniform(*geo.wobble) * _smooth_noise(rng, shape, cells=5))
+        edema_r = _rotated_radius(rng, grid, centre, radius * rng.uniform(*geo.edema_extent) * rng.uniform(0.8, 1.2, 3))
+        edema_r *= np.exp(1.5 * rng.uniform(*geo.wobble) * _smooth_noise(rng, shape, cells=4))
+        # edema follows white matter: it reaches into cortex only close to the core
+        edema = ((edema_r < 1) | (core_r < 1.3)) & ((tissue != _GM) | (edema_r < 0.6)) & (tissue != _CSF)
+        label[edema & (label == 0)] = 2
+        core = core_r < 1
+        necrosis = core_r < (0 if rng.random() < geo.no_necrosis else rng.uniform(*geo.necrosis))
+        label[core] = 1
+        if enhances:  # the rim around the necrosis, minus non-enhancing patches
+            patches = _smooth_noise(rng, shape, cells=4)
+            patchy = patches < np.quantile(patches[core], rng.uniform(*geo.enhancing_patchy)) if core.any() else core
+            label[core & ~necrosis & ~patchy] = 4
+        tissue[necrosis] = _NECR
+        tissue[core & ~necrosis] = _NONENH
+    label[~brain] = 0
+    tissue[label == 2] = _EDEMA
+    tissue[label == 4] = _ENH
+    return tissue, label, brain
+
+
+def _hard_brats_scan(rng: np.random.Generator, tissue: np.ndarray, brain: np.ndarray, geo: BratsGeology
+                     ) -> np.ndarray:
+    """The four modalities (4, S, S, S) float32 of a tissue map, zero outside ``brain``."""
+    shape = tissue.shape
+    size = shape[0]
+    # --- per-case contrast: tumour tissues jittered, edema's flair from grey matter's, ET and vessels together
+    contrast = _HARD_CONTRAST.copy()
+    contrast[:, _EDEMA:] *= rng.uniform(1 - geo.tumour_contrast, 1 + geo.tumour_contrast, (4, 4))
+    contrast[3, _EDEMA] = contrast[3, _GM] * rng.uniform(*geo.edema_flair)
+    # vessels a little brighter than ET before partial volume: thin tubes lose more of their peak to it
+    contrast[1, [_VESSEL, _ENH]] = rng.uniform(*geo.enhancement) * rng.uniform((1.0, 0.92), (1.4, 1.08))
+    texture = 1 + rng.uniform(*geo.texture) * _smooth_noise(rng, shape, cells=max(4, size // 4))
+    image = contrast[:, tissue] * texture  # (4, S, S, S)
+    image = ndimage.gaussian_filter(image, sigma=(0, 0.6, 0.6, 0.6))  # partial volume at the boundaries
+
+    # --- acquisition: thick slices, a strong bias field, Rician noise, then the scanner's gain and gamma
+    axis = int(rng.integers(0, 3))
+    shared = _smooth_noise(rng, shape, cells=2)  # the coil's part of the bias, common to all modalities
+    noise = rng.uniform(*geo.noise)
+    for m in range(4):
+        k = int(rng.integers(*(geo.slices_thick if m >= 2 else geo.slices_thin), endpoint=True))
+        bias = np.exp(rng.uniform(*geo.bias) * (0.6 * shared + 0.8 * _smooth_noise(rng, shape, cells=2)))
+
+        def rician(slabs: np.ndarray) -> np.ndarray:  # magnitude images: Rician noise, never negative
+            real = slabs + rng.normal(0, noise, slabs.shape).astype(np.float32)
+            imag = rng.normal(0, noise, slabs.shape).astype(np.float32)
+            return np.sqrt(real * real + imag * imag)
+
+        vol = _thick_slices(image[m] * bias, axis, k, rician)
+        image[m] = rng.uniform(*geo.gain) * vol ** rng.uniform(*geo.gamma)
+    image *= brain  # skull-stripped: zero outside the brain, as in BraTS
+    return image
 
 
 def ricker(peak_hz: float, dt: float = 0.002, half_len: int = 25) -> np.ndarray:

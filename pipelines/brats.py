@@ -68,6 +68,9 @@ class BratsConfig(TaskConfig):
     # z-score inside the brain (BraTS is skull-stripped: the background is exactly 0 and stays 0)
     normalization: object = field(default_factory=lambda: {"kind": "zscore", "nonzero": True})
     spacing: object = "median"  # BraTS is 1 mm isotropic; other brain MRI is resampled to what the cases share
+    # --synthetic cases: the easy phantoms (the demo's; every network scores 0.97-0.99) or the hard ones that
+    # ``leanseg bench brats`` ranks networks on (leanseg.synthetic.BratsGeology)
+    hard_phantoms: bool = False
 
 
 def discover(root: str | Path) -> list[dict]:
@@ -159,10 +162,14 @@ class BratsTask(Task):
     discover = staticmethod(discover)  # the module's function: folders need no task state
 
     def synthetic(self, n: int, seed: int) -> list[dict]:
-        """``n`` cases of leanseg.synthetic.brats_phantom, case i seeded by (seed, i)."""
+        """``n`` cases of leanseg.synthetic.brats_phantom (hard ones if ``hard_phantoms``), case i seeded by
+        (seed, i)."""
+        from functools import partial
+
         from leanseg.synthetic import brats_phantom
 
-        return seeded_cases(brats_phantom, n, seed, self.config.synthetic_size, "phantom", convention="brats2021")
+        make = partial(brats_phantom, hard=self.config.hard_phantoms)
+        return seeded_cases(make, n, seed, self.config.synthetic_size, "phantom", convention="brats2021")
 
     def transforms(self, train: bool):
         """Load, crop to the brain, z-score inside it per channel; for training, foreground-oversampled patches,

@@ -1,4 +1,5 @@
-"""``leanseg bench brats``: LeanUNet vs its dense twin vs MONAI's UNet on synthetic BraTS, equal data and budget."""
+"""``leanseg bench brats``: LeanUNet vs its dense twin vs MONAI's UNet and SegResNet on synthetic BraTS (the hard
+phantoms by default), equal data and budget."""
 
 from __future__ import annotations
 
@@ -8,19 +9,29 @@ import typer
 
 
 def bench_brats(
-    cases: int = typer.Option(16, help="synthetic cases (a fifth is held out for validation)"),
-    epochs: int = typer.Option(20, help="epochs for every model"),
+    cases: int = typer.Option(32, help="synthetic cases (a quarter is held out for validation)"),
+    epochs: int = typer.Option(30, help="epochs for every model"),
     size: int = typer.Option(48, help="phantom edge; also the training window"),
-    features: str = typer.Option("8,16,32,64", help="widths per level, the same for all three models"),
-    out: Path = typer.Option(Path("runs/bench_brats"), help="folder for the three runs"),
+    features: str = typer.Option("8,16,32,64", help="widths per level, the same for every model"),
+    hard: bool = typer.Option(True, "--hard/--easy", help="the hard phantoms, or the demo's easy ones"),
+    models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet dense twin, "
+                               "LeanUNet maxpool+dense last, MONAI UNet, MONAI SegResNet (also: 'twin maxpool', "
+                               "'LeanUNet maxpool', 'LeanUNet dense last')"),
+    threads: int = typer.Option(0, help="torch threads (0: torch's default); 1 is faster on a shared machine"),
+    out: Path = typer.Option(Path("runs/bench_brats"), help="folder for the runs"),
     seed: int = typer.Option(0, help="seed of the data and the weights"),
 ):
-    """Dice per region (validation phantoms), weights and seconds per epoch on the CPU."""
-    from leanseg.bench.brats import HEADER, run
-    from leanseg.options import at_least, parse_ints
+    """Dice per region (validation phantoms, through the predict path), weights and seconds per epoch on the CPU."""
+    from leanseg.bench.brats import DEFAULT_MODELS, contenders, run
+    from leanseg.options import at_least, look_up_option, parse_ints
 
-    for value, what, minimum in ((cases, "--cases", 2), (epochs, "--epochs", 1), (size, "--size", 16)):
+    for value, what, minimum in ((cases, "--cases", 2), (epochs, "--epochs", 1), (size, "--size", 16),
+                                 (threads, "--threads", 0)):
         at_least(value, minimum, what)
     widths = parse_ints(features, "--features")
-    typer.echo(HEADER)
-    run(out, cases=cases, epochs=epochs, size=size, features=widths, seed=seed)
+    known = list(contenders(widths))
+    rows = [look_up_option(name.strip(), known, what="--models row") for name in models.split(",") if name.strip()]
+    rows = rows or list(DEFAULT_MODELS)
+    run(out, cases=cases, epochs=epochs, size=size, features=widths, seed=seed, hard=hard, models=rows,
+        threads=threads or None, echo=typer.echo)
+

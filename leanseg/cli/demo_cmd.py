@@ -1,4 +1,4 @@
-"""``leanseg demo``: train a small LeanUNet on synthetic BraTS-like phantoms and predict a held-out one."""
+"""``leanseg demo``: train a small LeanUNet on easy synthetic BraTS-like phantoms and predict a held-out one."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def demo_cmd(
     cases: int = typer.Option(20, help="synthetic training + validation cases"),
     seed: int = typer.Option(0, help="seed of the phantoms and the training"),
 ):
-    """A few minutes on the CPU: generate phantoms, train, predict a held-out volume, print a Dice table."""
+    """A few minutes on the CPU: generate easy phantoms, train, predict a held-out volume, print a Dice table."""
     from leanseg.training.demo import DemoConfig, run_demo
 
     report = run_demo(out, DemoConfig(cases=cases, epochs=epochs, seed=seed))
