@@ -94,7 +94,8 @@ def et_split(model, cases: int, seed: int, options: dict) -> dict:
     task = get_task("brats", **options)
     _, val = split_cases(task.synthetic(cases, seed), task.config.val_fraction, seed)
     transform = task.transforms(train=False)
-    present, absent = [], []
+    present: list[float] = []
+    absent: list[float] = []
     model.eval()
     with torch.no_grad():
         for case in val:
