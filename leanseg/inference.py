@@ -4,10 +4,8 @@
 activation per window (so windows blend as probabilities), mirroring test-time augmentation, autocast on GPU,
 and stitching on the CPU (``device="cpu"``) so that GPU memory does not grow with the volume.
 
-``predict_streaming`` is ours: MONAI's sliding window needs the whole input and output in memory. It reads slabs
-along the first spatial axis with a halo of context on each side, predicts each as ``sliding_window_predict``
-would (``leanseg.stitch.SlabStitcher``: one stitching pass per window, the weights kept across slabs)
-and hands the slab's centre to a writer, so peak memory is bounded by the slab, not the volume.
+Streaming prediction of volumes too large for memory (``predict_streaming``) lives in ``leanseg.stitch``, which
+builds on this module.
 
 ``nonzero_box`` and ``paste`` crop a volume to the region that holds data before the sliding window and put the
 prediction back on the full grid (nnU-Net does the same): a skull-stripped brain fills about a third of its grid.
@@ -22,7 +20,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
-from tqdm.auto import tqdm
 
 from leanseg.errors import LeanSegError
 from leanseg.options import parse_window
@@ -138,41 +135,6 @@ def _ticking(predictor: Callable, tick: Callable[[int, int], None], total: int) 
         return y
 
     return predict
-
-
-def slabs(length: int, slab: int, halo: int):
-    """``(start, stop, lo, hi)`` of each slab: ``start:stop`` is written, ``lo:hi`` (with the halo) is read."""
-    for start in range(0, length, slab):
-        stop = min(start + slab, length)
-        yield start, stop, max(0, start - halo), min(length, stop + halo)
-
-
-def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndarray], length: int,
-                      write: Callable[[int, torch.Tensor], None], window: int | Sequence[int], slab: int | None = None,
-                      halo: int | None = None, progress: bool = True, **options) -> None:
-    """Predict a volume too large for memory, slab by slab along its first spatial axis.
-
-    ``read(lo, hi)`` returns the input ``(C, hi - lo, *rest)``; ``write(start, probs)`` receives the probabilities
-    ``(K, n, *rest)`` of positions ``start:start + n`` (a buffer reused by the next slab: copy what is kept).
-    Each step writes ``slab`` positions predicted with ``halo`` positions of context on both sides, so a network
-    whose receptive field reaches no further than the halo gives what one pass would. Defaults: halo an eighth of
-    the window, slab the window less both halos (one window deep per step, so no position is predicted twice for
-    nothing). ``options`` are ``sliding_window_predict``'s.
-    """
-    first = window if isinstance(window, int) else int(window[0])
-    halo = first // 8 if halo is None else halo
-    check_options(slab=slab, halo=halo)
-    if halo > first:  # more context than a window sees is read for nothing, every slab
-        raise LeanSegError(f"halo must be at most the window's first size ({first}) inlines, got {halo}")
-    slab = slab or max(1, first - 2 * halo)
-    from leanseg.stitch import SlabStitcher  # leanseg.stitch builds on this module
-
-    steps = list(slabs(length, slab, halo))
-    stitch = None  # slabs of one shape share the window weights and their sum (sliding_window_predict's result)
-    for start, stop, lo, hi in tqdm(steps, desc="slabs", unit="slab", disable=not progress):
-        x = torch.from_numpy(np.ascontiguousarray(read(lo, hi), dtype=np.float32))[None]
-        stitch = stitch or SlabStitcher.for_model(model, window, x.ndim - 2, **options)
-        write(start, stitch(x, slice(start - lo, stop - lo))[0])
 
 
 def nonzero_box(image: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:

@@ -104,7 +104,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
         overlap, tta, batch_size: see ``leanseg.inference.sliding_window_predict``.
         device: "cpu" (default), "cuda" or "auto". amp: float16 autocast, on CUDA only.
         slab, halo: SEG-Y streaming: inlines written per step and inlines of context read on each side (default:
-            the window less two halos; an eighth of the window), see ``leanseg.inference.predict_streaming``.
+            the window less two halos; an eighth of the window), see ``leanseg.stitch.predict_streaming``.
         postprocess: component rules for the label map (``leanseg.postprocess``: JSON text, a dict or "none");
             default: the checkpoint's. Not for SEG-Y, which is streamed.
         uncertainty: also write ``<output>_uncertainty``, the voxel-wise std of the probabilities over the
@@ -356,7 +356,8 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
 def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
                   progress: bool) -> None:
     """Stream a SEG-Y cube: read inline slabs lazily, write labels (and probabilities) slab by slab."""
-    from leanseg.inference import check_window_count, predict_streaming
+    from leanseg.inference import check_window_count
+    from leanseg.stitch import predict_streaming
 
     output = outputs[0]
     kind = kind_of(output)

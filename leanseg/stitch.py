@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.data.utils import compute_importance_map, dense_patch_slices
+from tqdm.auto import tqdm
 
+from leanseg.errors import LeanSegError
 from leanseg.inference import ACTIVATIONS, _mirrored, check_options, check_window, check_window_count
 from leanseg.nn import _cext
 from leanseg.options import parse_window
@@ -144,3 +147,36 @@ class SlabStitcher:
         fn = getattr(lib, f"stitch_add_{_cext.suffix(acc.dtype)}")
         fn(acc.data_ptr(), acc.shape[0], *big, out.data_ptr(), *small, *strides, *offsets, weights.data_ptr(),
            _ACT_CODES[self.act], _cext.threads(out.numel()))
+
+
+def slabs(length: int, slab: int, halo: int):
+    """``(start, stop, lo, hi)`` of each slab: ``start:stop`` is written, ``lo:hi`` (with the halo) is read."""
+    for start in range(0, length, slab):
+        stop = min(start + slab, length)
+        yield start, stop, max(0, start - halo), min(length, stop + halo)
+
+
+def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndarray], length: int,
+                      write: Callable[[int, torch.Tensor], None], window: int | Sequence[int], slab: int | None = None,
+                      halo: int | None = None, progress: bool = True, **options) -> None:
+    """Predict a volume too large for memory, slab by slab along its first spatial axis.
+
+    ``read(lo, hi)`` returns the input ``(C, hi - lo, *rest)``; ``write(start, probs)`` receives the probabilities
+    ``(K, n, *rest)`` of positions ``start:start + n`` (a buffer reused by the next slab: copy what is kept).
+    Each step writes ``slab`` positions predicted with ``halo`` positions of context on both sides, so a network
+    whose receptive field reaches no further than the halo gives what one pass would. Defaults: halo an eighth of
+    the window, slab the window less both halos (one window deep per step, so no position is predicted twice for
+    nothing). ``options`` are ``sliding_window_predict``'s.
+    """
+    first = window if isinstance(window, int) else int(window[0])
+    halo = first // 8 if halo is None else halo
+    check_options(slab=slab, halo=halo)
+    if halo > first:  # more context than a window sees is read for nothing, every slab
+        raise LeanSegError(f"halo must be at most the window's first size ({first}) inlines, got {halo}")
+    slab = slab or max(1, first - 2 * halo)
+    steps = list(slabs(length, slab, halo))
+    stitch = None  # slabs of one shape share the window weights and their sum (sliding_window_predict's result)
+    for start, stop, lo, hi in tqdm(steps, desc="slabs", unit="slab", disable=not progress):
+        x = torch.from_numpy(np.ascontiguousarray(read(lo, hi), dtype=np.float32))[None]
+        stitch = stitch or SlabStitcher.for_model(model, window, x.ndim - 2, **options)
+        write(start, stitch(x, slice(start - lo, stop - lo))[0])

@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from leanseg.inference import predict_streaming, sliding_window_predict
+from leanseg.inference import sliding_window_predict
+from leanseg.stitch import predict_streaming
 
 
 def pointwise_net(spatial_dims: int, in_channels: int = 2, out_channels: int = 3) -> nn.Module:
