@@ -33,6 +33,15 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
         "twin maxpool": {"model_kwargs": lean | em | {"conv": "dense"}},
         "LeanUNet maxpool": {"model_kwargs": lean | {"down": "maxpool"}},  # the two changes one at a time
         "LeanUNet dense last": {"model_kwargs": lean | {"last_conv": "dense"}},
+        # the seg2d default's change carried to 3D: the finest levels dense, where channels are few
+        "LeanUNet dense 1 level": {"model_kwargs": lean | {"dense_levels": 1}},
+        "LeanUNet dense 2 levels": {"model_kwargs": lean | {"dense_levels": 2}},
+        # weights saved buy width: twice the widths (about 4x the weights) and four times (about MONAI UNet's)
+        "LeanUNet x2": {"model_kwargs": lean | {"features": tuple(2 * f for f in feats)}},
+        "LeanUNet x4": {"model_kwargs": lean | {"features": tuple(4 * f for f in feats)}},
+        # the paper's residual lean blocks (the seg2d ablations' latest winner)
+        "LeanUNet residual": {"model_kwargs": lean | {"residual": True}},
+        "LeanUNet x2 residual": {"model_kwargs": lean | {"features": tuple(2 * f for f in feats), "residual": True}},
         "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": feats}},
         "MONAI SegResNet": {"model": "monai_segresnet", "model_kwargs": {"init_filters": feats[0]}},
     }
@@ -43,9 +52,11 @@ DEFAULT_MODELS = ("LeanUNet", "LeanUNet dense twin", "LeanUNet maxpool+dense las
 
 def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(8, 16, 32, 64), seed: int = 0,
         hard: bool = True, models=DEFAULT_MODELS, threads: int | None = None, val_fraction: float = 0.25,
-        progress: bool = False, echo=print) -> list[dict]:
+        test_cases: int = 0, progress: bool = False, echo=print) -> list[dict]:
     """Train every network in ``models`` on the same ``cases`` phantoms (``val_fraction`` held out) and score it;
-    one row per network, echoed as it finishes."""
+    one row per network, echoed as it finishes. With ``test_cases``, the scores are those of that many further
+    phantoms drawn from another seed (prediction is cheap next to training: more cases, less noise in the ranking);
+    without, of the validation cases."""
     import torch
 
     from leanseg.training import TrainConfig, train
@@ -59,7 +70,7 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
         torch.set_num_threads(threads)  # one thread is faster than two when other jobs share the cores
     rows = []
     try:
-        echo(describe(cases, epochs, size, features, hard, val_fraction))
+        echo(describe(cases, epochs, size, features, hard, val_fraction, test_cases))
         echo(HEADER)
         for name in models:
             t0 = time.perf_counter()
@@ -69,9 +80,8 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
                            **common, **table[name])
             assert result.model is not None  # train() always returns the model it trained
             weights = sum(p.numel() for p in result.model.parameters())
-            dice = {r: result.last.get(f"val_dice_{r}", float("nan")) for r in REGIONS}
-            rows.append({"model": name, "weights": weights, **dice, "mean": sum(dice.values()) / 3,
-                         **et_split(result.model, cases, seed, common),
+            rows.append({"model": name, "weights": weights,
+                         **score(result.model, scored_cases(cases, seed, test_cases, common), common),
                          "s_per_epoch": result.seconds_per_epoch, "total_s": time.perf_counter() - t0})
             echo(format_row(rows[-1]))
     finally:
@@ -79,43 +89,61 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
     return rows
 
 
-def et_split(model, cases: int, seed: int, options: dict) -> dict:
-    """ET Dice split by whether the validation case has ET: on a case without it, Dice is 1 for an empty
-    prediction and 0 for a single false voxel (the BraTS convention), so a few such cases can swing the ET mean by
-    more than the networks differ on the others. The cases and the predict path are those of ``train``'s validation
-    (``Task.validate_case``): ``et_present`` is the mean ET Dice over cases with ET, ``no_et_right`` how many of
-    the ``no_et`` cases without ET got an empty ET."""
-    import numpy as np
-    import torch
-
+def scored_cases(cases: int, seed: int, test_cases: int, options: dict) -> list[dict]:
+    """The cases a row is scored on: ``test_cases`` phantoms seeded (seed + 1, i), never trained or validated on,
+    or else the validation cases of ``train`` (the same split)."""
     from leanseg.tasks import get_task
     from leanseg.training.loop import split_cases
 
     task = get_task("brats", **options)
-    _, val = split_cases(task.synthetic(cases, seed), task.config.val_fraction, seed)
+    if test_cases:
+        return task.synthetic(test_cases, seed + 1)
+    return split_cases(task.synthetic(cases, seed), task.config.val_fraction, seed)[1]
+
+
+def score(model, cases: list[dict], options: dict) -> dict:
+    """Mean Dice per region over ``cases``, through the predict path of ``train``'s validation
+    (``Task.validate_case``), and ET split by whether the case has ET: on a case without it, Dice is 1 for an empty
+    prediction and 0 for a single false voxel (the BraTS convention), so a few such cases can swing the ET mean by
+    more than the networks differ on the others. ``et_present`` is the mean ET Dice over cases with ET,
+    ``no_et_right`` how many of the ``no_et`` cases without ET got an empty ET."""
+    import numpy as np
+    import torch
+
+    from leanseg.tasks import get_task
+
+    task = get_task("brats", **options)
     transform = task.transforms(train=False)
+    dice: dict[str, list[float]] = {r: [] for r in REGIONS}
     present: list[float] = []
     absent: list[float] = []
     model.eval()
     with torch.no_grad():
-        for case in val:
+        for case in cases:
             d = transform(case)
-            et = task.validate_case(model, d["image"][None], d["label"][None], torch.device("cpu"))["dice_ET"]
-            (present if (case["label"] == 4).any() else absent).append(et)
-    return {"et_present": float(np.mean(present)) if present else float("nan"),
+            scores = task.validate_case(model, d["image"][None], d["label"][None], torch.device("cpu"))
+            for r in REGIONS:
+                dice[r].append(scores[f"dice_{r}"])
+            (present if (case["label"] == 4).any() else absent).append(scores["dice_ET"])
+    means = {r: float(np.mean(v)) for r, v in dice.items()}
+    return {**means, "mean": sum(means.values()) / len(means),
+            "et_present": float(np.mean(present)) if present else float("nan"),
             "no_et_right": int(sum(d == 1.0 for d in absent)), "no_et": len(absent)}
 
 
-def describe(cases: int, epochs: int, size: int, features, hard: bool, val_fraction: float) -> str:
+def describe(cases: int, epochs: int, size: int, features, hard: bool, val_fraction: float,
+             test_cases: int = 0) -> str:
     """One line: the data, the budget and the machine (with its load average, since other jobs share it)."""
     import torch
 
     n_val = max(1, round(val_fraction * cases))
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    scored = f"scored on {test_cases} test cases" if test_cases else "scored on the validation cases"
     return (f"leanseg bench brats: {'hard' if hard else 'easy'} phantoms {size}^3, {cases - n_val} training + "
-            f"{n_val} validation cases, {epochs} epochs, batch 2, window {size}^3, AdamW lr 5e-3 cosine, widths "
-            f"{'-'.join(map(str, features))}, float32; {platform.machine()}, {torch.get_num_threads()} thread(s), "
-            f"{os.cpu_count()} cores, torch {torch.__version__}; load average {load}")
+            f"{n_val} validation cases ({scored}), {epochs} epochs, batch 2, window {size}^3, AdamW lr 5e-3 cosine, "
+            f"widths {'-'.join(map(str, features))}, float32; {platform.machine()}, "
+            f"{torch.get_num_threads()} thread(s), {os.cpu_count()} cores, torch {torch.__version__}; "
+            f"load average {load}")
 
 
 HEADER = (f"{'model':<30}{'weights':>10}{'WT':>8}{'TC':>8}{'ET':>8}{'mean':>8}{'s/epoch':>10}"

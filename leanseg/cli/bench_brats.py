@@ -16,7 +16,11 @@ def bench_brats(
     hard: bool = typer.Option(True, "--hard/--easy", help="the hard phantoms, or the demo's easy ones"),
     models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet dense twin, "
                                "LeanUNet maxpool+dense last, MONAI UNet, MONAI SegResNet (also: 'twin maxpool', "
-                               "'LeanUNet maxpool', 'LeanUNet dense last')"),
+                               "'LeanUNet maxpool', 'LeanUNet dense last', 'LeanUNet dense 1 level', 'LeanUNet dense 2 "
+                               "levels', 'LeanUNet x2', 'LeanUNet x4', 'LeanUNet "
+                               "residual', 'LeanUNet x2 residual')"),
+    test_cases: int = typer.Option(24, help="further phantoms (another seed) every network is scored on; 0: score "
+                                   "on the validation cases"),
     threads: int = typer.Option(0, help="torch threads (0: torch's default); 1 is faster on a shared machine"),
     out: Path = typer.Option(Path("runs/bench_brats"), help="folder for the runs"),
     seed: int = typer.Option(0, help="seed of the data and the weights"),
@@ -26,12 +30,12 @@ def bench_brats(
     from leanseg.options import at_least, look_up_option, parse_ints
 
     for value, what, minimum in ((cases, "--cases", 2), (epochs, "--epochs", 1), (size, "--size", 16),
-                                 (threads, "--threads", 0)):
+                                 (threads, "--threads", 0), (test_cases, "--test-cases", 0)):
         at_least(value, minimum, what)
     widths = parse_ints(features, "--features")
     known = list(contenders(widths))
     rows = [look_up_option(name.strip(), known, what="--models row") for name in models.split(",") if name.strip()]
     rows = rows or list(DEFAULT_MODELS)
     run(out, cases=cases, epochs=epochs, size=size, features=widths, seed=seed, hard=hard, models=rows,
-        threads=threads or None, echo=typer.echo)
+        threads=threads or None, test_cases=test_cases, echo=typer.echo)
 
