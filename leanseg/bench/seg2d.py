@@ -88,16 +88,18 @@ def train_and_score(data: Path, out: Path, name: str, options: dict, build, epoc
             "flat_epoch": flat_epoch(curve), "curve": curve} | score_run(data, out, result.model)
 
 
-def step_seconds(builders: dict, window=(256, 256), batch: int = 4, rounds: int = 5, seed: int = 0) -> dict:
+def step_seconds(builders: dict, window=(256, 256), batch: int = 4, rounds: int = 5, seed: int = 0,
+                 channels: int = 1) -> dict:
     """Median seconds of one training step (forward, Dice+CE loss, backward, AdamW) per network, timed round-robin
     after a warm-up step: on a machine shared with other jobs, interleaving exposes every network to the same load,
-    which per-epoch times of runs made minutes apart do not."""
+    which per-epoch times of runs made minutes apart do not. ``channels``: input channels (4 for BraTS networks);
+    the loss is the seg2d task's two-class one whatever the networks' outputs (its time is small next to theirs)."""
     import torch
 
     from leanseg.tasks import get_task
 
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 1, *window, generator=gen)
+    x = torch.randn(batch, channels, *window, generator=gen)
     y = torch.randint(0, 2, (batch, 1, *window), generator=gen)
     loss_fn = get_task("seg2d").loss()
     nets = {name: build() for name, build in builders.items()}

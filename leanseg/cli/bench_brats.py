@@ -14,11 +14,10 @@ def bench_brats(
     size: int = typer.Option(48, help="phantom edge; also the training window"),
     features: str = typer.Option("8,16,32,64", help="widths per level, the same for every model"),
     hard: bool = typer.Option(True, "--hard/--easy", help="the hard phantoms, or the demo's easy ones"),
-    models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet dense twin, "
-                               "LeanUNet maxpool+dense last, MONAI UNet, MONAI SegResNet (also: 'twin maxpool', "
-                               "'LeanUNet maxpool', 'LeanUNet dense last', 'LeanUNet dense 1 level', 'LeanUNet dense 2 "
-                               "levels', 'LeanUNet x2', 'LeanUNet x4', 'LeanUNet "
-                               "residual', 'LeanUNet x2 residual')"),
+    models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet x2 residual, "
+                               "LeanUNet dense twin, MONAI UNet, MONAI SegResNet (also: 'LeanUNet maxpool+dense last', "
+                               "'twin maxpool', 'LeanUNet maxpool', 'LeanUNet dense last', 'LeanUNet dense 1 level', "
+                               "'LeanUNet dense 2 levels', 'LeanUNet x2', 'LeanUNet x4', 'LeanUNet residual')"),
     test_cases: int = typer.Option(24, help="further phantoms (another seed) every network is scored on; 0: score "
                                    "on the validation cases"),
     threads: int = typer.Option(0, help="torch threads (0: torch's default); 1 is faster on a shared machine"),
