@@ -640,7 +640,8 @@ static inline void add_f64(double *restrict dst, __m512 v) {
 }
 
 void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in, grid_t gi, const int64_t *axis,
-                    const int64_t *sign, int64_t nt, int64_t cin, int64_t cout, int64_t m, int64_t stride, int nthreads) {
+                    const int64_t *sign, int64_t nt, int64_t cin, int64_t cout, int64_t m, int64_t stride,
+                    int nthreads) {
     int64_t rows = gg.n * gg.d * gg.h, cinp = (cin + 15) / 16 * 16, coutp = (cout + 15) / 16 * 16;
     int64_t size = cout * cinp + nt * coutp + coutp;
     _Pragma("omp parallel num_threads(nthreads)")
@@ -660,6 +661,7 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
                 base[k] = rz < 0 || ry < 0 ? NULL : in + ((n * gi.d + rz) * gi.h + ry) * gi.w * gi.ld;
                 xoff[k] = axis[k] == 2 ? sign[k] : 0;
             }
+            int64_t hi = gi.w >= 2 ? (gi.w - 2) / stride + 1 : 0; /* x < hi: x * stride + 1 inside the input */
             for (int64_t x0 = 0; x0 < gg.w; x0 += WG_TILE) {
                 int64_t nx = gg.w - x0 < WG_TILE ? gg.w - x0 : WG_TILE;
                 /* dW: 16 rows o of one block of 16 input channels at a time, in 16 registers */
@@ -673,12 +675,17 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
                         int first = o0 == 0 && c0 == 0;
                         for (int64_t j = 0; j < nx; j++) {
                             const float *gp = grow + (x0 + j) * gg.ld + o0;
-                            if (first && x0 + j + WG_TILE < gg.w) /* the next tile, while this one computes */
+                            if (first && x0 + j + WG_TILE < gg.w) { /* the next tile, while this one computes */
+                                int64_t nxt = (x0 + j + WG_TILE) * stride * gi.ld;
                                 for (int64_t l = 0; l < cin || l < cout; l += 16) {
                                     _mm_prefetch((const char *)(gp + WG_TILE * gg.ld + l), _MM_HINT_T0);
-                                    _mm_prefetch((const char *)(crow + (x0 + j + WG_TILE) * stride * gi.ld + l),
-                                                 _MM_HINT_T0);
+                                    _mm_prefetch((const char *)(crow + nxt + l), _MM_HINT_T0);
                                 }
+                                for (int k = 0; k < nt; k++) /* the other rows the taps read */
+                                    if (base[k] && axis[k] != 2)
+                                        for (int64_t l = 0; l < m; l += 16)
+                                            _mm_prefetch((const char *)(base[k] + nxt + l), _MM_HINT_T0);
+                            }
                             __m512 xv = _mm512_maskz_loadu_ps(cm, crow + (x0 + j) * stride * gi.ld + c0);
                             if (no == 16) {
 #pragma GCC unroll 16
@@ -694,14 +701,42 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
                             if (o < no) add_f64(dw + (o0 + o) * cinp + c0, a[o]);
                     }
                 }
-                /* dS and db: per block of 16 output channels, the plain sum, then per tap over the voxels whose
-                 * source is inside the input (x * stride + xoff in [0, gi.w)), two accumulators each */
+                /* dS and db, per block of 16 output channels. Tiles at a row's ends: the plain sum, then per tap over
+                 * the voxels whose source is inside the input (x * stride + xoff in [0, gi.w)), two chains each */
                 for (int64_t o0 = 0; o0 < cout; o0 += 16) {
                     __mmask16 om = lane_mask(cout - o0), tm = lane_mask(m - o0);
                     const float *gp = grow + x0 * gg.ld + o0;
-                    __m512 sb = _mm512_setzero_ps();
-                    for (int64_t j = 0; j < nx; j++) sb = _mm512_add_ps(sb, _mm512_maskz_loadu_ps(om, gp + j * gg.ld));
-                    add_f64(db + o0, sb);
+                    if (tm != 0 && x0 >= 1 && x0 + nx <= hi) { /* every tap inside: one loop, 7 chains of sums */
+                        const float *src[6];
+                        __m512 sb = _mm512_setzero_ps(), sk[6];
+#pragma GCC unroll 6
+                        for (int k = 0; k < 6; k++) {
+                            src[k] = k < nt && base[k] ? base[k] + (x0 * stride + xoff[k]) * gi.ld + o0 : NULL;
+                            sk[k] = _mm512_setzero_ps();
+                        }
+                        for (int64_t j = 0; j < nx; j++) {
+                            __m512 gv = _mm512_maskz_loadu_ps(om, gp + j * gg.ld);
+                            sb = _mm512_add_ps(sb, gv);
+#pragma GCC unroll 6
+                            for (int k = 0; k < 6; k++)
+                                if (src[k])
+                                    sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, src[k] + j * stride * gi.ld),
+                                                            sk[k]);
+                        }
+                        add_f64(db + o0, sb);
+#pragma GCC unroll 6
+                        for (int k = 0; k < 6; k++)
+                            if (src[k]) add_f64(ds + k * coutp + o0, sk[k]);
+                        continue;
+                    }
+                    __m512 sb0 = _mm512_setzero_ps(), sb1 = _mm512_setzero_ps();
+                    int64_t i = 0;
+                    for (; i + 1 < nx; i += 2) {
+                        sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
+                        sb1 = _mm512_add_ps(sb1, _mm512_maskz_loadu_ps(om, gp + (i + 1) * gg.ld));
+                    }
+                    if (i < nx) sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
+                    add_f64(db + o0, _mm512_add_ps(sb0, sb1));
                     if (tm == 0) continue;
                     for (int k = 0; k < nt; k++) {
                         if (!base[k]) continue;
