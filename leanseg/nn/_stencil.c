@@ -639,6 +639,55 @@ static inline void add_f64(double *restrict dst, __m512 v) {
                                                  _mm512_castps_pd(v), 1)))));
 }
 
+/* Up to 16 channels in and out, a tile whose taps are all inside the input in one loop over its voxels: the 16
+ * rows of dW, the taps of dS and db in 23 registers, x and g loaded once per voxel (the general loop reads the tile
+ * twice, for dW and for dS). g: the tile's first voxel (voxel step gs); xc: its centre source (step xs); the taps
+ * read base[k] + (x0s + j * stride + xoff[k]) * ld. pf: prefetch the next tile's rows. */
+static void wgrad_tile_16(double *restrict dw, double *restrict ds, double *restrict db, const float *g, int64_t gs,
+                          const float *xc, int64_t xs, const float *const *base, const int64_t *xoff, int64_t nt,
+                          int64_t x0s, int64_t ld, int64_t cin, int64_t cout, int64_t m, int64_t nx, int pf) {
+    __mmask16 cm = lane_mask(cin), om = lane_mask(cout), tm = lane_mask(m);
+    const float *src[6];
+    __m512 a[16], sk[6], sb = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int o = 0; o < 16; o++) a[o] = _mm512_setzero_ps();
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++) {
+        src[k] = k < nt && base[k] ? base[k] + (x0s + xoff[k]) * ld : NULL;
+        sk[k] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < nx; j++) {
+        const float *gp = g + j * gs;
+        if (pf) {
+            _mm_prefetch((const char *)(gp + WG_TILE * gs), _MM_HINT_T0);
+            _mm_prefetch((const char *)(xc + (j + WG_TILE) * xs), _MM_HINT_T0);
+            for (int k = 0; k < nt; k++)
+                if (src[k] && xoff[k] == 0) _mm_prefetch((const char *)(src[k] + (j + WG_TILE) * xs), _MM_HINT_T0);
+        }
+        __m512 xv = _mm512_maskz_loadu_ps(cm, xc + j * xs), gv = _mm512_maskz_loadu_ps(om, gp);
+        if (cout == 16) {
+#pragma GCC unroll 16
+            for (int o = 0; o < 16; o++) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
+        } else {
+#pragma GCC unroll 16
+            for (int o = 0; o < 16; o++)
+                if (o < cout) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
+        }
+        sb = _mm512_add_ps(sb, gv);
+#pragma GCC unroll 6
+        for (int k = 0; k < 6; k++)
+            if (src[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, src[k] + j * xs), sk[k]);
+    }
+    int64_t cinp = 16, coutp = 16;
+#pragma GCC unroll 16
+    for (int o = 0; o < 16; o++)
+        if (o < cout) add_f64(dw + o * cinp, a[o]);
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++)
+        if (src[k]) add_f64(ds + k * coutp, sk[k]);
+    add_f64(db, sb);
+}
+
 void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in, grid_t gi, const int64_t *axis,
                     const int64_t *sign, int64_t nt, int64_t cin, int64_t cout, int64_t m, int64_t stride,
                     int nthreads) {
@@ -664,6 +713,11 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
             int64_t hi = gi.w >= 2 ? (gi.w - 2) / stride + 1 : 0; /* x < hi: x * stride + 1 inside the input */
             for (int64_t x0 = 0; x0 < gg.w; x0 += WG_TILE) {
                 int64_t nx = gg.w - x0 < WG_TILE ? gg.w - x0 : WG_TILE;
+                if (cout <= 16 && cin <= 16 && x0 >= 1 && x0 + nx <= hi) {
+                    wgrad_tile_16(dw, ds, db, grow + x0 * gg.ld, gg.ld, crow + x0 * stride * gi.ld, stride * gi.ld,
+                                  base, xoff, nt, x0 * stride, gi.ld, cin, cout, m, nx, x0 + nx + WG_TILE <= gg.w);
+                    continue;
+                }
                 /* dW: 16 rows o of one block of 16 input channels at a time, in 16 registers */
                 for (int64_t o0 = 0; o0 < cout; o0 += 16) {
                     int64_t no = cout - o0 < 16 ? cout - o0 : 16;

@@ -26,6 +26,8 @@ CASES = [
     ((1, 17), 33, 33),  # one row: every row tap outside the input
     ((17, 1), 16, 16),  # one column: every voxel is a row end
     ((2, 2), 3, 70),  # C_out > 64: the direct kernel, C_in small
+    ((5, 150), 16, 16),  # rows of several 32-voxel tiles: the one-loop weight gradients of <= 16 channels
+    ((3, 4, 99), 11, 7),  # the same in 3D, C_in and C_out below 16
 ]
 
 
