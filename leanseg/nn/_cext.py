@@ -170,6 +170,12 @@ def load(bf16_simd: bool = True):
         fn = getattr(lib, f"norm_act_grad_{suffix}")
         fn.argtypes = [p, p, p, p, p, acc, p, p, p, i64, i64, i64, c_int]
         fn.restype = None
+    lib.lean_simd.argtypes, lib.lean_simd.restype = [], c_int
+    if lib.lean_simd():  # the AVX-512 float32 kernels exist only in builds for CPUs that have it
+        lib.lean_tile_f32.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, i64, i64, i64, i64, i64, p, c_int]
+        lib.lean_tile_f32.restype = None
+        lib.lean_wgrad_f32.argtypes = [p, p, Grid, p, Grid, p, p, i64, i64, i64, i64, i64, c_int]
+        lib.lean_wgrad_f32.restype = None
     for suffix in ("f32", "f64"):
         fn = getattr(lib, f"stitch_add_{suffix}")
         fn.argtypes = [p, i64, i64, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, p, c_int,

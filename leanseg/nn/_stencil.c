@@ -456,6 +456,374 @@ DEFINE_ENTRY_POINTS(double, double, f64)
 DEFINE_ENTRY_POINTS(uint16_t, float, bf16)
 #undef T
 
+/* The one-pass lean convolution and its weight gradients in float32 with AVX-512 intrinsics, for up to 64 output
+ * channels: the direct kernel above spends most of its time per voxel (a buffer of the 1x1 results, a pointer per
+ * tap chosen per voxel, loops of run-time length), which at 16-32 channels costs 3-5x a copy of the data. Here one
+ * tile of DX voxels of a row keeps its DX x NB vectors of 16 outputs in registers from the 1x1 (a broadcast of each
+ * input channel times a row of W^T) through the taps to the store; W^T stays in L1; the voxels whose x-taps leave
+ * the input (the ends of a row) take the same code one at a time with those taps reading zeros. Rows whose taps
+ * leave the input drop those taps. Stride 1 and 2 forward and the stride-1 adjoint (dx) share it (mul = stride or
+ * 1); the stride-2 adjoint keeps the direct kernel. Without AVX-512 lean_simd() is 0 and the caller uses the
+ * direct kernel and BLAS. */
+#if defined(__AVX512F__) && !defined(LEANSEG_NO_LEAN_SIMD)
+#include <immintrin.h>
+#define LEAN_SIMD 1
+
+static inline __mmask16 lane_mask(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1u);
+}
+
+/* DX voxels starting at o (output) and s (centre source), voxel steps ostep and sstep; tk[k] the source of tap k
+ * for the first voxel (the same sstep), tp[k] its coefficients (NB * 16, zero-padded). wt (cin, NB * 16) is W^T
+ * zero-padded; bias NULL or NB * 16 values. mb: blocks of 16 outputs that have taps (ceil(m / 16)), mmask the
+ * lanes of the last of them (the tap loads stop at channel m), omask the stored lanes of the last block. With rs
+ * (2 * NB vectors), the sums and sums of squares of the stored values are added to it. */
+#define DEFINE_LEAN_TILE(TNB, TDX)                                                                                    \
+static inline __attribute__((always_inline)) void lean_tile_##TNB##_##TDX(float *restrict o, int64_t ostep,           \
+        const float *restrict s, int64_t sstep, const float *const *tk, const float *const *tp, int nt,               \
+        const float *restrict wt, const float *restrict bias, int64_t cin, int64_t mb, __mmask16 mmask,               \
+        __mmask16 omask, __m512 *rs) {                                                                                \
+    __m512 acc[TDX][TNB];                                                                                             \
+_Pragma("GCC unroll 8")                                                                                               \
+    for (int j = 0; j < TDX; j++)                                                                                     \
+_Pragma("GCC unroll 4")                                                                                               \
+        for (int b = 0; b < TNB; b++) acc[j][b] = bias ? _mm512_loadu_ps(bias + 16 * b) : _mm512_setzero_ps();        \
+    for (int64_t c = 0; c < cin; c++) {                                                                               \
+        __m512 wv[TNB];                                                                                               \
+_Pragma("GCC unroll 4")                                                                                               \
+        for (int b = 0; b < TNB; b++) wv[b] = _mm512_loadu_ps(wt + c * TNB * 16 + 16 * b);                            \
+_Pragma("GCC unroll 8")                                                                                               \
+        for (int j = 0; j < TDX; j++) {                                                                               \
+            __m512 xv = _mm512_set1_ps(s[j * sstep + c]);                                                             \
+_Pragma("GCC unroll 4")                                                                                               \
+            for (int b = 0; b < TNB; b++) acc[j][b] = _mm512_fmadd_ps(wv[b], xv, acc[j][b]);                          \
+        }                                                                                                             \
+    }                                                                                                                 \
+    for (int k = 0; k < nt; k++) {                                                                                    \
+_Pragma("GCC unroll 4")                                                                                               \
+        for (int b = 0; b < TNB; b++) {                                                                               \
+            if (b >= mb) break;                                                                                       \
+            __mmask16 lm = b == mb - 1 ? mmask : (__mmask16)0xFFFF;                                                   \
+            __m512 t = _mm512_loadu_ps(tp[k] + 16 * b);                                                               \
+_Pragma("GCC unroll 8")                                                                                               \
+            for (int j = 0; j < TDX; j++)                                                                             \
+                acc[j][b] = _mm512_fmadd_ps(t, _mm512_maskz_loadu_ps(lm, tk[k] + j * sstep + 16 * b), acc[j][b]);     \
+        }                                                                                                             \
+    }                                                                                                                 \
+_Pragma("GCC unroll 8")                                                                                               \
+    for (int j = 0; j < TDX; j++)                                                                                     \
+_Pragma("GCC unroll 4")                                                                                               \
+        for (int b = 0; b < TNB; b++) {                                                                               \
+            if (b < TNB - 1)                                                                                          \
+                _mm512_storeu_ps(o + j * ostep + 16 * b, acc[j][b]);                                                  \
+            else                                                                                                      \
+                _mm512_mask_storeu_ps(o + j * ostep + 16 * b, omask, acc[j][b]);                                      \
+            if (rs) {                                                                                                 \
+                rs[b] = _mm512_add_ps(rs[b], acc[j][b]);                                                              \
+                rs[TNB + b] = _mm512_fmadd_ps(acc[j][b], acc[j][b], rs[TNB + b]);                                     \
+            }                                                                                                         \
+        }                                                                                                             \
+}
+DEFINE_LEAN_TILE(1, 8)
+DEFINE_LEAN_TILE(1, 1)
+DEFINE_LEAN_TILE(2, 6)
+DEFINE_LEAN_TILE(2, 1)
+DEFINE_LEAN_TILE(3, 4)
+DEFINE_LEAN_TILE(3, 1)
+DEFINE_LEAN_TILE(4, 4)
+DEFINE_LEAN_TILE(4, 1)
+
+/* One output row (n, z, y) of lean_tile_f32: the row's taps, the row's ends one voxel at a time, tiles between. */
+#define TILE_FN2(NB, DX) lean_tile_##NB##_##DX
+#define TILE_FN(NB, DX) TILE_FN2(NB, DX)
+#define DEFINE_TILE_ROW(NB)                                                                                     \
+static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict in, grid_t gi, int64_t row,     \
+                          const float *wt, const float *bias, const float *taps, const float *zeros,          \
+                          const int64_t *axis, const int64_t *sign, int nt0, int64_t cin, int64_t cout,       \
+                          int64_t m, int64_t mul, __m512 *rs) {                                               \
+    int64_t n = row / (go.d * go.h), z = (row / go.h) % go.d, y = row % go.h;                                 \
+    const float *crow = in + ((n * gi.d + z * mul) * gi.h + y * mul) * gi.w * gi.ld;                          \
+    const float *base[6], *tp[6];                                                                             \
+    int64_t xoff[6];                                                                                          \
+    int nt = 0;                                                                                               \
+    for (int k = 0; k < nt0; k++) {                                                                           \
+        int64_t rz = source_coord(z, mul, 1, axis[k] == 0 ? sign[k] : 0, gi.d);                               \
+        int64_t ry = source_coord(y, mul, 1, axis[k] == 1 ? sign[k] : 0, gi.h);                               \
+        if (rz < 0 || ry < 0) continue; /* a row outside the input: the tap adds nothing to this row */       \
+        base[nt] = in + ((n * gi.d + rz) * gi.h + ry) * gi.w * gi.ld;                                         \
+        xoff[nt] = axis[k] == 2 ? sign[k] : 0;                                                                \
+        tp[nt++] = taps + k * NB * 16;                                                                        \
+    }                                                                                                         \
+    int64_t mb = (m + 15) / 16, sstep = mul * gi.ld;                                                          \
+    __mmask16 mmask = lane_mask(m - 16 * (mb - 1)), omask = lane_mask(cout - 16 * (NB - 1));                  \
+    /* x in [lo, hi): every x-tap inside the input (x * mul - 1 >= 0 and x * mul + 1 < gi.w) */               \
+    int64_t lo = go.w > 1 ? 1 : go.w, hi = gi.w >= 2 ? (gi.w - 2) / mul + 1 : 0;                             \
+    if (hi > go.w) hi = go.w;                                                                                 \
+    if (hi < lo) hi = lo;                                                                                     \
+    const float *tk[6];                                                                                       \
+    for (int64_t x = 0; x < go.w;) {                                                                          \
+        if (x >= lo && x + TILE_##NB <= hi) {                                                                      \
+            for (int k = 0; k < nt; k++) tk[k] = base[k] + (x * mul + xoff[k]) * gi.ld;                       \
+            TILE_FN(NB, TILE_##NB)(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin,  \
+                                   mb, mmask, omask, rs);                                                             \
+            x += TILE_##NB;                                                                                    \
+        } else {                                                                                              \
+            for (int k = 0; k < nt; k++) {                                                                    \
+                int64_t rx = x * mul + xoff[k];                                                               \
+                tk[k] = rx >= 0 && rx < gi.w ? base[k] + rx * gi.ld : zeros;                                  \
+            }                                                                                                 \
+            lean_tile_##NB##_1(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin, mb, \
+                               mmask, omask, rs);                                                                      \
+            x++;                                                                                              \
+        }                                                                                                     \
+    }                                                                                                         \
+}
+/* voxels per tile for NB blocks of outputs: DX * NB accumulators, with W's NB vectors, fit the 32 registers */
+#define TILE_1 8
+#define TILE_2 6
+#define TILE_3 4
+#define TILE_4 4
+DEFINE_TILE_ROW(1)
+DEFINE_TILE_ROW(2)
+DEFINE_TILE_ROW(3)
+DEFINE_TILE_ROW(4)
+
+/* out = 1x1(in) + stencil(in) (+ bias), as lean_direct_f32 with div = 1 and cout <= 64, but wt (cin, NB * 16),
+ * taps (nt, NB * 16) and bias (NB * 16) zero-padded to NB = ceil(cout / 16) blocks; stats as lean_direct's. */
+void lean_tile_f32(float *out, grid_t go, const float *in, grid_t gi, const float *wt, const float *bias,
+                   const float *taps, const float *zeros, const int64_t *axis, const int64_t *sign, int64_t ntaps,
+                   int64_t cin, int64_t cout, int64_t m, int64_t mul, double *stats, int nthreads) {
+    int64_t rows = go.n * go.d * go.h, nb = (cout + 15) / 16;
+    _Pragma("omp parallel num_threads(nthreads)")
+    {
+        double *restrict acc = stats ? stats + (int64_t)omp_get_thread_num() * 2 * go.n * cout : NULL;
+        __m512 rs[8];
+        float sums[128];
+        _Pragma("omp for schedule(static)")
+        for (int64_t row = 0; row < rows; row++) {
+            for (int b = 0; b < 8; b++) rs[b] = _mm512_setzero_ps();
+            float *po = out + row * go.w * go.ld;
+            __m512 *r = stats ? rs : NULL;
+            if (nb == 1)
+                tile_row_1(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+            else if (nb == 2)
+                tile_row_2(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+            else if (nb == 3)
+                tile_row_3(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+            else
+                tile_row_4(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+            if (acc) {
+                int64_t n = row / (go.d * go.h);
+                for (int b = 0; b < 2 * nb; b++) _mm512_storeu_ps(sums + 16 * b, rs[b]);
+                for (int64_t c = 0; c < cout; c++) {
+                    acc[n * cout + c] += sums[c];
+                    acc[(go.n + n) * cout + c] += sums[16 * nb + c];
+                }
+            }
+        }
+    }
+}
+
+/* The weight gradients of the lean convolution in one pass over g (the output gradient, grid gg, cout channels)
+ * and x (the input, grid gi, cin channels), stride s: dW[o, c] = sum_q g[q, o] x[s q, c], dS[k, o] = sum_q g[q, o]
+ * x[s q + e_k, o] (o < m), db[o] = sum_q g[q, o]. BLAS's dW alone reads both tensors once; this adds dS and db
+ * for the same read. Tiles of WG_TILE voxels of a row are summed in float32 registers, then added to the float64
+ * partial of the thread: partial (nthreads, cout * cinp + nt * coutp + coutp) with cinp, coutp the channel counts
+ * rounded up to 16 (dW rows cinp long, then dS rows, then db), zeroed and reduced by the caller. */
+#define WG_TILE 32
+
+static inline void add_f64(double *restrict dst, __m512 v) {
+    _mm512_storeu_pd(dst, _mm512_add_pd(_mm512_loadu_pd(dst), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+    _mm512_storeu_pd(dst + 8, _mm512_add_pd(_mm512_loadu_pd(dst + 8),
+                                             _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                                                 _mm512_castps_pd(v), 1)))));
+}
+
+/* Up to 16 channels in and out, a tile whose taps are all inside the input in one loop over its voxels: the 16
+ * rows of dW, the taps of dS and db in 23 registers, x and g loaded once per voxel (the general loop reads the tile
+ * twice, for dW and for dS). g: the tile's first voxel (voxel step gs); xc: its centre source (step xs); the taps
+ * read base[k] + (x0s + j * stride + xoff[k]) * ld. pf: prefetch the next tile's rows. */
+static void wgrad_tile_16(double *restrict dw, double *restrict ds, double *restrict db, const float *g, int64_t gs,
+                          const float *xc, int64_t xs, const float *const *base, const int64_t *xoff, int64_t nt,
+                          int64_t x0s, int64_t ld, int64_t cin, int64_t cout, int64_t m, int64_t nx, int pf) {
+    __mmask16 cm = lane_mask(cin), om = lane_mask(cout), tm = lane_mask(m);
+    const float *src[6];
+    __m512 a[16], sk[6], sb = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int o = 0; o < 16; o++) a[o] = _mm512_setzero_ps();
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++) {
+        src[k] = k < nt && base[k] ? base[k] + (x0s + xoff[k]) * ld : NULL;
+        sk[k] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < nx; j++) {
+        const float *gp = g + j * gs;
+        if (pf) {
+            _mm_prefetch((const char *)(gp + WG_TILE * gs), _MM_HINT_T0);
+            _mm_prefetch((const char *)(xc + (j + WG_TILE) * xs), _MM_HINT_T0);
+            for (int k = 0; k < nt; k++)
+                if (src[k] && xoff[k] == 0) _mm_prefetch((const char *)(src[k] + (j + WG_TILE) * xs), _MM_HINT_T0);
+        }
+        __m512 xv = _mm512_maskz_loadu_ps(cm, xc + j * xs), gv = _mm512_maskz_loadu_ps(om, gp);
+        if (cout == 16) {
+#pragma GCC unroll 16
+            for (int o = 0; o < 16; o++) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
+        } else {
+#pragma GCC unroll 16
+            for (int o = 0; o < 16; o++)
+                if (o < cout) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
+        }
+        sb = _mm512_add_ps(sb, gv);
+#pragma GCC unroll 6
+        for (int k = 0; k < 6; k++)
+            if (src[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, src[k] + j * xs), sk[k]);
+    }
+    int64_t cinp = 16, coutp = 16;
+#pragma GCC unroll 16
+    for (int o = 0; o < 16; o++)
+        if (o < cout) add_f64(dw + o * cinp, a[o]);
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++)
+        if (src[k]) add_f64(ds + k * coutp, sk[k]);
+    add_f64(db, sb);
+}
+
+void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in, grid_t gi, const int64_t *axis,
+                    const int64_t *sign, int64_t nt, int64_t cin, int64_t cout, int64_t m, int64_t stride,
+                    int nthreads) {
+    int64_t rows = gg.n * gg.d * gg.h, cinp = (cin + 15) / 16 * 16, coutp = (cout + 15) / 16 * 16;
+    int64_t size = cout * cinp + nt * coutp + coutp;
+    _Pragma("omp parallel num_threads(nthreads)")
+    {
+        double *restrict dw = partial + (int64_t)omp_get_thread_num() * size;
+        double *restrict ds = dw + cout * cinp, *restrict db = ds + nt * coutp;
+        _Pragma("omp for schedule(static)")
+        for (int64_t row = 0; row < rows; row++) {
+            int64_t n = row / (gg.d * gg.h), z = (row / gg.h) % gg.d, y = row % gg.h;
+            const float *crow = in + ((n * gi.d + z * stride) * gi.h + y * stride) * gi.w * gi.ld;
+            const float *grow = g + row * gg.w * gg.ld;
+            const float *base[6];
+            int64_t xoff[6];
+            for (int k = 0; k < nt; k++) {
+                int64_t rz = source_coord(z, stride, 1, axis[k] == 0 ? sign[k] : 0, gi.d);
+                int64_t ry = source_coord(y, stride, 1, axis[k] == 1 ? sign[k] : 0, gi.h);
+                base[k] = rz < 0 || ry < 0 ? NULL : in + ((n * gi.d + rz) * gi.h + ry) * gi.w * gi.ld;
+                xoff[k] = axis[k] == 2 ? sign[k] : 0;
+            }
+            int64_t hi = gi.w >= 2 ? (gi.w - 2) / stride + 1 : 0; /* x < hi: x * stride + 1 inside the input */
+            for (int64_t x0 = 0; x0 < gg.w; x0 += WG_TILE) {
+                int64_t nx = gg.w - x0 < WG_TILE ? gg.w - x0 : WG_TILE;
+                if (cout <= 16 && cin <= 16 && x0 >= 1 && x0 + nx <= hi) {
+                    wgrad_tile_16(dw, ds, db, grow + x0 * gg.ld, gg.ld, crow + x0 * stride * gi.ld, stride * gi.ld,
+                                  base, xoff, nt, x0 * stride, gi.ld, cin, cout, m, nx, x0 + nx + WG_TILE <= gg.w);
+                    continue;
+                }
+                /* dW: 16 rows o of one block of 16 input channels at a time, in 16 registers */
+                for (int64_t o0 = 0; o0 < cout; o0 += 16) {
+                    int64_t no = cout - o0 < 16 ? cout - o0 : 16;
+                    for (int64_t c0 = 0; c0 < cin; c0 += 16) {
+                        __mmask16 cm = lane_mask(cin - c0);
+                        __m512 a[16];
+#pragma GCC unroll 16
+                        for (int o = 0; o < 16; o++) a[o] = _mm512_setzero_ps();
+                        int first = o0 == 0 && c0 == 0;
+                        for (int64_t j = 0; j < nx; j++) {
+                            const float *gp = grow + (x0 + j) * gg.ld + o0;
+                            if (first && x0 + j + WG_TILE < gg.w) { /* the next tile, while this one computes */
+                                int64_t nxt = (x0 + j + WG_TILE) * stride * gi.ld;
+                                for (int64_t l = 0; l < cin || l < cout; l += 16) {
+                                    _mm_prefetch((const char *)(gp + WG_TILE * gg.ld + l), _MM_HINT_T0);
+                                    _mm_prefetch((const char *)(crow + nxt + l), _MM_HINT_T0);
+                                }
+                                for (int k = 0; k < nt; k++) /* the other rows the taps read */
+                                    if (base[k] && axis[k] != 2)
+                                        for (int64_t l = 0; l < m; l += 16)
+                                            _mm_prefetch((const char *)(base[k] + nxt + l), _MM_HINT_T0);
+                            }
+                            __m512 xv = _mm512_maskz_loadu_ps(cm, crow + (x0 + j) * stride * gi.ld + c0);
+                            if (no == 16) {
+#pragma GCC unroll 16
+                                for (int o = 0; o < 16; o++) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
+                            } else {
+#pragma GCC unroll 16
+                                for (int o = 0; o < 16; o++)
+                                    if (o < no) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
+                            }
+                        }
+#pragma GCC unroll 16
+                        for (int o = 0; o < 16; o++) /* constant indices: a[] stays in registers */
+                            if (o < no) add_f64(dw + (o0 + o) * cinp + c0, a[o]);
+                    }
+                }
+                /* dS and db, per block of 16 output channels. Tiles at a row's ends: the plain sum, then per tap over
+                 * the voxels whose source is inside the input (x * stride + xoff in [0, gi.w)), two chains each */
+                for (int64_t o0 = 0; o0 < cout; o0 += 16) {
+                    __mmask16 om = lane_mask(cout - o0), tm = lane_mask(m - o0);
+                    const float *gp = grow + x0 * gg.ld + o0;
+                    if (tm != 0 && x0 >= 1 && x0 + nx <= hi) { /* every tap inside: one loop, 7 chains of sums */
+                        const float *src[6];
+                        __m512 sb = _mm512_setzero_ps(), sk[6];
+#pragma GCC unroll 6
+                        for (int k = 0; k < 6; k++) {
+                            src[k] = k < nt && base[k] ? base[k] + (x0 * stride + xoff[k]) * gi.ld + o0 : NULL;
+                            sk[k] = _mm512_setzero_ps();
+                        }
+                        for (int64_t j = 0; j < nx; j++) {
+                            __m512 gv = _mm512_maskz_loadu_ps(om, gp + j * gg.ld);
+                            sb = _mm512_add_ps(sb, gv);
+#pragma GCC unroll 6
+                            for (int k = 0; k < 6; k++)
+                                if (src[k])
+                                    sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, src[k] + j * stride * gi.ld),
+                                                            sk[k]);
+                        }
+                        add_f64(db + o0, sb);
+#pragma GCC unroll 6
+                        for (int k = 0; k < 6; k++)
+                            if (src[k]) add_f64(ds + k * coutp + o0, sk[k]);
+                        continue;
+                    }
+                    __m512 sb0 = _mm512_setzero_ps(), sb1 = _mm512_setzero_ps();
+                    int64_t i = 0;
+                    for (; i + 1 < nx; i += 2) {
+                        sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
+                        sb1 = _mm512_add_ps(sb1, _mm512_maskz_loadu_ps(om, gp + (i + 1) * gg.ld));
+                    }
+                    if (i < nx) sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
+                    add_f64(db + o0, _mm512_add_ps(sb0, sb1));
+                    if (tm == 0) continue;
+                    for (int k = 0; k < nt; k++) {
+                        if (!base[k]) continue;
+                        int64_t xa = xoff[k] < 0 ? 1 : 0;
+                        int64_t xb = gi.w - 1 - xoff[k] >= 0 ? (gi.w - 1 - xoff[k]) / stride + 1 : 0;
+                        xa = xa > x0 ? xa - x0 : 0;
+                        xb = xb - x0 < nx ? xb - x0 : nx;
+                        const float *src = base[k] + (x0 * stride + xoff[k]) * gi.ld + o0;
+                        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+                        int64_t j = xa;
+                        for (; j + 1 < xb; j += 2) {
+                            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + j * gg.ld),
+                                                 _mm512_maskz_loadu_ps(tm, src + j * stride * gi.ld), a0);
+                            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + (j + 1) * gg.ld),
+                                                 _mm512_maskz_loadu_ps(tm, src + (j + 1) * stride * gi.ld), a1);
+                        }
+                        if (j < xb)
+                            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + j * gg.ld),
+                                                 _mm512_maskz_loadu_ps(tm, src + j * stride * gi.ld), a0);
+                        add_f64(ds + k * coutp + o0, _mm512_add_ps(a0, a1));
+                    }
+                }
+            }
+        }
+    }
+}
+#else
+#define LEAN_SIMD 0
+#endif
+
+/* Whether this build has lean_tile_f32 and lean_wgrad_f32 (AVX-512): 1, else 0. */
+int lean_simd(void) { return LEAN_SIMD; }
+
 /* Instance norm on channels-last (N, V, C) data, the other bandwidth-bound layer of a lean network.
  * channel_sums: sa[n, c] = sum_v a[n, v, c] and sab[n, c] = sum_v a[n, v, c] * b[n, v, c] (b = a gives the
  * second moment; a = dy, b = x gives the sums of the backward pass). Blocks of voxels are summed in A, then
