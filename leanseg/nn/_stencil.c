@@ -562,6 +562,9 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
     if (hi < lo) hi = lo;                                                                                     \
     const float *tk[6];                                                                                       \
     for (int64_t x = 0; x < go.w;) {                                                                          \
+        /* the interior's last partial tile: a whole tile ending at hi, recomputing (identically) voxels already \
+         * stored, instead of up to TILE - 1 single voxels; not with stats, which would count them twice */     \
+        if (!rs && x >= lo && x < hi && x + TILE_##NB > hi && hi - lo >= TILE_##NB) x = hi - TILE_##NB;        \
         if (x >= lo && x + TILE_##NB <= hi) {                                                                      \
             for (int k = 0; k < nt; k++) tk[k] = base[k] + (x * mul + xoff[k]) * gi.ld;                       \
             TILE_FN(NB, TILE_##NB)(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin,  \
