@@ -108,20 +108,21 @@ def _direct(lib, out, inp, wt, bias, taps_t, stride: int, adjoint: bool, stats: 
     axis, sign = _taps(d, adjoint)
     mul, div = (stride, 1) if not adjoint else (1, stride)
     cin, cout = wt.shape
-    if _tile_ok(lib, out, cout) and div == 1:
-        return _tile(lib, out, inp, wt, bias, taps_t, axis, sign, mul, stats)
-    wtp = torch.zeros(cin, -(-cout // _DIRECT_BLOCK) * _DIRECT_BLOCK, dtype=acc)  # padded to whole blocks
-    wtp[:, :cout] = wt
-    taps = taps_t.to(acc).contiguous()
-    bias = bias.to(acc).contiguous() if bias is not None else None
-    zeros = out.new_zeros(max(cin, taps_t.shape[1]))  # the source of taps and 1x1 outside the input
     threads = _cext.threads(out.numel())
     partial = torch.zeros(threads, 2, out.shape[0], cout, dtype=torch.float64) if stats else None
-    getattr(lib, f"lean_direct_{_cext.suffix(out.dtype)}")(
-        out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), wtp.data_ptr(),
-        bias.data_ptr() if bias is not None else None, taps.data_ptr(), zeros.data_ptr(), axis, sign, 2 * d,
-        cin, cout, taps.shape[1], mul, div, partial.data_ptr() if partial is not None else None, threads,
-    )
+    partial_ptr = partial.data_ptr() if partial is not None else None
+    if _tile_ok(lib, out, cout) and div == 1:
+        _tile(lib, out, inp, wt, bias, taps_t, axis, sign, mul, partial_ptr, threads)
+    else:
+        wtp = _pad_cols(wt.to(acc), -(-cout // _DIRECT_BLOCK) * _DIRECT_BLOCK)  # padded to whole blocks
+        taps = taps_t.to(acc).contiguous()
+        bias = bias.to(acc).contiguous() if bias is not None else None
+        zeros = out.new_zeros(max(cin, taps_t.shape[1]))  # the source of taps and 1x1 outside the input
+        getattr(lib, f"lean_direct_{_cext.suffix(out.dtype)}")(
+            out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), wtp.data_ptr(),
+            bias.data_ptr() if bias is not None else None, taps.data_ptr(), zeros.data_ptr(), axis, sign, 2 * d,
+            cin, cout, taps.shape[1], mul, div, partial_ptr, threads,
+        )
     if partial is not None:
         total = partial.sum(0)
         return total[0], total[1]
@@ -146,31 +147,25 @@ def _tile_ok(lib, t: torch.Tensor, cout: int) -> bool:
 
 
 def _pad_cols(t: torch.Tensor, cols: int) -> torch.Tensor:
-    """t (rows, k) float32, zero-padded on the right to (rows, cols), contiguous."""
+    """t (rows, k), zero-padded on the right to (rows, cols), contiguous, in t's dtype."""
     out = t.new_zeros(t.shape[0], cols)
     out[:, : t.shape[1]] = t
     return out
 
 
-def _tile(lib, out, inp, wt, bias, taps_t, axis, sign, mul: int, stats: bool):
-    """_direct through lean_tile_f32 (float32, AVX-512, div = 1): W^T, taps and bias padded to 16-wide blocks."""
+def _tile(lib, out, inp, wt, bias, taps_t, axis, sign, mul: int, partial_ptr, threads: int) -> None:
+    """_direct's pass through lean_tile_f32 (float32, AVX-512, div = 1): W^T, taps and bias padded to 16-wide
+    blocks; the norm statistics (if partial_ptr) summed as _direct's are."""
     cin, cout = wt.shape
     coutp = -(-cout // 16) * 16
     wt_p, taps_p = _pad_cols(wt, coutp), _pad_cols(taps_t, coutp)  # bound to names: alive during the call
     bias_p = _pad_cols(bias.reshape(1, -1), coutp) if bias is not None else None
     zeros = out.new_zeros(max(cin, taps_t.shape[1]) + 16)  # the source of taps outside the input
-    threads = _cext.threads(out.numel())
-    partial = torch.zeros(threads, 2, out.shape[0], cout, dtype=torch.float64) if stats else None
     lib.lean_tile_f32(
         out.data_ptr(), _grid(out), inp.data_ptr(), _grid(inp), wt_p.data_ptr(),
         bias_p.data_ptr() if bias_p is not None else None, taps_p.data_ptr(), zeros.data_ptr(),
-        axis, sign, len(axis), cin, cout, taps_t.shape[1], mul, partial.data_ptr() if partial is not None else None,
-        threads,
+        axis, sign, len(axis), cin, cout, taps_t.shape[1], mul, partial_ptr, threads,
     )
-    if partial is not None:
-        total = partial.sum(0)
-        return total[0], total[1]
-    return None
 
 
 def _use_direct(t: torch.Tensor, weight: torch.Tensor):

@@ -646,6 +646,19 @@ static inline void add_f64(double *restrict dst, __m512 v) {
  * rows of dW, the taps of dS and db in 23 registers, x and g loaded once per voxel (the general loop reads the tile
  * twice, for dW and for dS). g: the tile's first voxel (voxel step gs); xc: its centre source (step xs); the taps
  * read base[k] + (x0s + j * stride + xoff[k]) * ld. pf: prefetch the next tile's rows. */
+/* a[o] += g[o] * xv for the first n <= 16 output rows (n = 16 without a test per row); inlined with constant
+ * indices, a[] stays in registers */
+static inline __attribute__((always_inline)) void fma_rows16(__m512 *a, const float *g, __m512 xv, int64_t n) {
+    if (n == 16) {
+#pragma GCC unroll 16
+        for (int o = 0; o < 16; o++) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(g[o]), xv, a[o]);
+    } else {
+#pragma GCC unroll 16
+        for (int o = 0; o < 16; o++)
+            if (o < n) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(g[o]), xv, a[o]);
+    }
+}
+
 static void wgrad_tile_16(double *restrict dw, double *restrict ds, double *restrict db, const float *g, int64_t gs,
                           const float *xc, int64_t xs, const float *const *base, const int64_t *xoff, int64_t nt,
                           int64_t x0s, int64_t ld, int64_t cin, int64_t cout, int64_t m, int64_t nx, int pf) {
@@ -668,14 +681,7 @@ static void wgrad_tile_16(double *restrict dw, double *restrict ds, double *rest
                 if (src[k] && xoff[k] == 0) _mm_prefetch((const char *)(src[k] + (j + WG_TILE) * xs), _MM_HINT_T0);
         }
         __m512 xv = _mm512_maskz_loadu_ps(cm, xc + j * xs), gv = _mm512_maskz_loadu_ps(om, gp);
-        if (cout == 16) {
-#pragma GCC unroll 16
-            for (int o = 0; o < 16; o++) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
-        } else {
-#pragma GCC unroll 16
-            for (int o = 0; o < 16; o++)
-                if (o < cout) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
-        }
+        fma_rows16(a, gp, xv, cout);
         sb = _mm512_add_ps(sb, gv);
 #pragma GCC unroll 6
         for (int k = 0; k < 6; k++)
@@ -744,14 +750,7 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
                                             _mm_prefetch((const char *)(base[k] + nxt + l), _MM_HINT_T0);
                             }
                             __m512 xv = _mm512_maskz_loadu_ps(cm, crow + (x0 + j) * stride * gi.ld + c0);
-                            if (no == 16) {
-#pragma GCC unroll 16
-                                for (int o = 0; o < 16; o++) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
-                            } else {
-#pragma GCC unroll 16
-                                for (int o = 0; o < 16; o++)
-                                    if (o < no) a[o] = _mm512_fmadd_ps(_mm512_set1_ps(gp[o]), xv, a[o]);
-                            }
+                            fma_rows16(a, gp, xv, no);
                         }
 #pragma GCC unroll 16
                         for (int o = 0; o < 16; o++) /* constant indices: a[] stays in registers */
