@@ -73,6 +73,7 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
     rows = []
     try:
         echo(describe(cases, epochs, size, features, hard, val_fraction, test_cases))
+        scored = scored_cases(cases, seed, test_cases, common)  # drawn once for every row
         echo(HEADER)
         for name in models:
             t0 = time.perf_counter()
@@ -83,7 +84,7 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
             assert result.model is not None  # train() always returns the model it trained
             weights = sum(p.numel() for p in result.model.parameters())
             rows.append({"model": name, "weights": weights,
-                         **score(result.model, scored_cases(cases, seed, test_cases, common), common),
+                         **score(result.model, scored, common),
                          "s_per_epoch": result.seconds_per_epoch, "total_s": time.perf_counter() - t0})
             echo(format_row(rows[-1]))
     finally:

@@ -24,7 +24,6 @@ class DemoConfig:
     # differed); at lr 1e-2 it happened by epoch 35 for seeds 0 and 1 and for both builds (ET 0.99)
     epochs: int = 80
     lr: float = 1e-2  # small lean net, short cosine run: a high peak rate pays off
-    residual: bool = False  # residual encoder blocks (LeanUNet ``residual``)
     seed: int = 0
 
 
@@ -56,7 +55,7 @@ def run_demo(out: str | Path = "leanseg_demo", config: DemoConfig | None = None,
                                                                     val_every=5),
                    epochs=cfg.epochs, lr=cfg.lr, window=(cfg.window,) * 3, synthetic_size=cfg.size, batch_size=2,
                    samples_per_case=1,
-                   model_kwargs={"features": tuple(cfg.features), "residual": cfg.residual}, hd95=False)
+                   model_kwargs={"features": tuple(cfg.features)}, hd95=False)
     train_s = time.perf_counter() - t0
 
     # the held-out phantoms go through what a user runs: NIfTI files -> leanseg.predict -> leanseg.metrics.evaluate
