@@ -15,7 +15,6 @@ from torch import nn
 
 from leanseg.nn import fused
 from leanseg.nn.factories import (
-    CONV,
     CONV_TRANSPOSE,
     INTERP_MODE,
     POOL,
@@ -26,6 +25,7 @@ from leanseg.nn.factories import (
     conv_layer,
     has_norm,
     norm_layer,
+    pointwise_conv,
 )
 from leanseg.options import ConvKind, DownMode, UpMode, look_up_option
 
@@ -113,7 +113,7 @@ class LeanConvTranspose(nn.Module):
 
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, bias: bool = True):
         super().__init__()
-        self.mix = CONV[check_dims(spatial_dims)](in_channels, out_channels, 1, bias=False)  # on the coarse grid
+        self.mix = pointwise_conv(spatial_dims, in_channels, out_channels, bias=False)  # on the coarse grid
         self.up = CONV_TRANSPOSE[spatial_dims](out_channels, out_channels, 2, stride=2, groups=out_channels, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
