@@ -176,6 +176,8 @@ def load(bf16_simd: bool = True):
         lib.lean_tile_f32.restype = None
         lib.lean_wgrad_f32.argtypes = [p, p, Grid, p, Grid, p, p, i64, i64, i64, i64, i64, c_int]
         lib.lean_wgrad_f32.restype = None
+        lib.lean_bwd_f32.argtypes = [p, p, Grid, p, Grid, p, Grid, p, p, p, p, p, i64, i64, i64, i64, c_int]
+        lib.lean_bwd_f32.restype = None
     for suffix in ("f32", "f64"):
         fn = getattr(lib, f"stitch_add_{suffix}")
         fn.argtypes = [p, i64, i64, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, p, c_int,

@@ -3,8 +3,8 @@
 The GEMMs go to BLAS through torch; the stencil, its adjoints and the dS reduction run in the small C kernels
 of _stencil.c, which update the GEMM's output in place, reading each input voxel's neighbours while they are
 in cache. Up to 64 channels the 1x1 and the stencil are one pass of a C kernel instead (in float32 on AVX-512
-CPUs, lean_tile_f32; up to 32 channels the weight gradients too, lean_wgrad_f32). Where no C compiler is
-available the same operations run as plain PyTorch (correct, slower).
+CPUs, lean_tile_f32; up to 32 channels the weight gradients too, lean_wgrad_f32, and at stride 1 dx with them,
+lean_bwd_f32). Where no C compiler is available the same operations run as plain PyTorch (correct, slower).
 """
 
 from __future__ import annotations
@@ -142,6 +142,10 @@ def _simd_f32(lib, t: torch.Tensor) -> bool:
     return SIMD_F32 and t.dtype == torch.float32 and bool(lib.lean_simd())
 
 
+def _wgrad_ok(lib, t: torch.Tensor, weight: torch.Tensor) -> bool:
+    return max(weight.shape) <= _WGRAD_MAX_CHANNELS and _simd_f32(lib, t)
+
+
 def _tile_ok(lib, t: torch.Tensor, cout: int) -> bool:
     return cout <= _TILE_MAX_CHANNELS and _simd_f32(lib, t)
 
@@ -255,6 +259,17 @@ def upsample_linear(lib, out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _split_wgrad(partial, cin: int, cout: int, m: int, dtype):
+    """(dW, dS (m, 2d), dbias) in dtype from the per-thread float64 partials of lean_wgrad_f32 / lean_bwd_f32."""
+    cinp, coutp = -(-cin // 16) * 16, -(-cout // 16) * 16
+    total = partial.sum(0)
+    nt = (total.numel() - cout * cinp - coutp) // coutp
+    dw = total[: cout * cinp].view(cout, cinp)[:, :cin]
+    ds = total[cout * cinp : cout * cinp + nt * coutp].view(nt, coutp)[:, :m].t()
+    db = total[cout * cinp + nt * coutp :][:cout]
+    return dw.to(dtype), ds.to(dtype), db.to(dtype)
+
+
 def _wgrad(lib, dy, xl, st, stride: int):
     """(dW (C_out, C_in), dS (m, 2d), dbias (C_out,)) in one pass of lean_wgrad_f32 over dy and xl."""
     d = dy.dim() - 2
@@ -268,11 +283,27 @@ def _wgrad(lib, dy, xl, st, stride: int):
         partial.data_ptr(), dy.data_ptr(), _grid(dy), xl.data_ptr(), _grid(xl), axis, sign, 2 * d, cin, cout, m,
         stride, threads,
     )
-    total = partial.sum(0)
-    dw = total[: cout * cinp].view(cout, cinp)[:, :cin]
-    ds = total[cout * cinp : cout * cinp + 2 * d * coutp].view(2 * d, coutp)[:, :m].t()
-    db = total[cout * cinp + 2 * d * coutp :][:cout]
-    return dw.to(dy.dtype), ds.to(dy.dtype), db.to(dy.dtype)
+    return _split_wgrad(partial, cin, cout, m, dy.dtype)
+
+
+def _bwd(lib, dy, xl, weight, st):
+    """(dx, dW, dS, dbias) of a stride-1 lean convolution in one pass of lean_bwd_f32 over dy and xl: dx as
+    _direct's adjoint, the rest as _wgrad, with dy read once."""
+    d = dy.dim() - 2
+    cout, cin, m = weight.shape[0], weight.shape[1], st.shape[1]
+    cinp, coutp = -(-cin // 16) * 16, -(-cout // 16) * 16
+    threads = _cext.threads(dy.numel())
+    size = cout * cinp + 2 * d * coutp + coutp
+    partial = torch.zeros(threads, size, dtype=torch.float64)
+    dx = xl.new_empty(xl.shape)
+    w_p, taps_p = _pad_cols(weight, cinp), _pad_cols(st, cinp)  # bound to names: alive during the call
+    zeros = dy.new_zeros(max(cout, m) + 16)  # the source of dx's taps outside dy
+    axis, sign = _taps(d, False)
+    lib.lean_bwd_f32(
+        partial.data_ptr(), dx.data_ptr(), _grid(dx), dy.data_ptr(), _grid(dy), xl.data_ptr(), _grid(xl),
+        w_p.data_ptr(), taps_p.data_ptr(), zeros.data_ptr(), axis, sign, 2 * d, cin, cout, m, threads,
+    )
+    return (dx, *_split_wgrad(partial, cin, cout, m, dy.dtype))
 
 
 def _gemm(a: torch.Tensor, w: torch.Tensor, bias=None, out=None) -> torch.Tensor:
@@ -311,6 +342,10 @@ def conv_backward(dy, xl, weight, st, stride: int, needs):
     """Gradients (dx, dW, dS, dbias) of the lean convolution for dy (N, *out, C_out) contiguous; None where
     needs[i] is false. dx is channels-last (N, *spatial, C_in); dS is (m, 2d)."""
     dx = dw = ds = db = None
+    lib = _use_c(dy)
+    if lib is not None and stride == 1 and all(needs[:3]) and _wgrad_ok(lib, dy, weight):
+        dx, dw, ds, db = _bwd(lib, dy, xl, weight, st)
+        return dx, dw, ds, db if needs[3] else None
     lib = _use_direct(dy, weight)
     if needs[0] and lib is not None:
         dx = xl.new_empty(xl.shape)
@@ -323,7 +358,7 @@ def conv_backward(dy, xl, weight, st, stride: int, needs):
             _subsample(dx, stride).copy_(_gemm(dy, weight.t()))
         stencil_gather_(dx, dy, st, stride, adjoint=True)
     lib = _use_c(dy)
-    if any(needs[1:]) and lib is not None and max(weight.shape) <= _WGRAD_MAX_CHANNELS and _simd_f32(lib, dy):
+    if any(needs[1:]) and lib is not None and _wgrad_ok(lib, dy, weight):
         dw, ds, db = _wgrad(lib, dy, xl, st, stride)
         return dx, dw if needs[1] else None, ds if needs[2] else None, db if needs[3] else None
     if needs[1]:

@@ -697,6 +697,124 @@ static void wgrad_tile_16(double *restrict dw, double *restrict ds, double *rest
     add_f64(db, sb);
 }
 
+/* One row (n, z, y) of g of lean_wgrad_f32, added to the thread's partials dw, ds, db (layout as partial's). */
+static void wgrad_row(double *restrict dw, double *restrict ds, double *restrict db, const float *g, grid_t gg,
+                      const float *in, grid_t gi, int64_t row, const int64_t *axis, const int64_t *sign, int64_t nt,
+                      int64_t cin, int64_t cout, int64_t m, int64_t stride) {
+    int64_t cinp = (cin + 15) / 16 * 16, coutp = (cout + 15) / 16 * 16;
+    int64_t n = row / (gg.d * gg.h), z = (row / gg.h) % gg.d, y = row % gg.h;
+    const float *crow = in + ((n * gi.d + z * stride) * gi.h + y * stride) * gi.w * gi.ld;
+    const float *grow = g + row * gg.w * gg.ld;
+    const float *base[6];
+    int64_t xoff[6];
+    for (int k = 0; k < nt; k++) {
+        int64_t rz = source_coord(z, stride, 1, axis[k] == 0 ? sign[k] : 0, gi.d);
+        int64_t ry = source_coord(y, stride, 1, axis[k] == 1 ? sign[k] : 0, gi.h);
+        base[k] = rz < 0 || ry < 0 ? NULL : in + ((n * gi.d + rz) * gi.h + ry) * gi.w * gi.ld;
+        xoff[k] = axis[k] == 2 ? sign[k] : 0;
+    }
+    int64_t hi = gi.w >= 2 ? (gi.w - 2) / stride + 1 : 0; /* x < hi: x * stride + 1 inside the input */
+    /* tiles of up to WG_TILE voxels within the segments [0, 1), [1, hi), [hi, w): the interior's tiles all take the
+     * one-loop path (a row of 64 voxels cut at 32 would have none) */
+    for (int64_t x0 = 0, nx; x0 < gg.w; x0 += nx) {
+        int64_t end = x0 < 1 ? 1 : x0 < hi ? hi : gg.w;
+        nx = end - x0 < WG_TILE ? end - x0 : WG_TILE;
+        if (cout <= 16 && cin <= 16 && x0 >= 1 && x0 + nx <= hi) {
+            wgrad_tile_16(dw, ds, db, grow + x0 * gg.ld, gg.ld, crow + x0 * stride * gi.ld, stride * gi.ld,
+                          base, xoff, nt, x0 * stride, gi.ld, cin, cout, m, nx, x0 + nx + WG_TILE <= gg.w);
+            continue;
+        }
+        /* dW: 16 rows o of one block of 16 input channels at a time, in 16 registers */
+        for (int64_t o0 = 0; o0 < cout; o0 += 16) {
+            int64_t no = cout - o0 < 16 ? cout - o0 : 16;
+            for (int64_t c0 = 0; c0 < cin; c0 += 16) {
+                __mmask16 cm = lane_mask(cin - c0);
+                __m512 a[16];
+#pragma GCC unroll 16
+                for (int o = 0; o < 16; o++) a[o] = _mm512_setzero_ps();
+                int first = o0 == 0 && c0 == 0;
+                for (int64_t j = 0; j < nx; j++) {
+                    const float *gp = grow + (x0 + j) * gg.ld + o0;
+                    if (first && x0 + j + WG_TILE < gg.w) { /* the next tile, while this one computes */
+                        int64_t nxt = (x0 + j + WG_TILE) * stride * gi.ld;
+                        for (int64_t l = 0; l < cin || l < cout; l += 16) {
+                            _mm_prefetch((const char *)(gp + WG_TILE * gg.ld + l), _MM_HINT_T0);
+                            _mm_prefetch((const char *)(crow + nxt + l), _MM_HINT_T0);
+                        }
+                        for (int k = 0; k < nt; k++) /* the other rows the taps read */
+                            if (base[k] && axis[k] != 2)
+                                for (int64_t l = 0; l < m; l += 16)
+                                    _mm_prefetch((const char *)(base[k] + nxt + l), _MM_HINT_T0);
+                    }
+                    __m512 xv = _mm512_maskz_loadu_ps(cm, crow + (x0 + j) * stride * gi.ld + c0);
+                    fma_rows16(a, gp, xv, no);
+                }
+#pragma GCC unroll 16
+                for (int o = 0; o < 16; o++) /* constant indices: a[] stays in registers */
+                    if (o < no) add_f64(dw + (o0 + o) * cinp + c0, a[o]);
+            }
+        }
+        /* dS and db, per block of 16 output channels. Tiles at a row's ends: the plain sum, then per tap over
+         * the voxels whose source is inside the input (x * stride + xoff in [0, gi.w)), two chains each */
+        for (int64_t o0 = 0; o0 < cout; o0 += 16) {
+            __mmask16 om = lane_mask(cout - o0), tm = lane_mask(m - o0);
+            const float *gp = grow + x0 * gg.ld + o0;
+            if (tm != 0 && x0 >= 1 && x0 + nx <= hi) { /* every tap inside: one loop, 7 chains of sums */
+                const float *src[6];
+                __m512 sb = _mm512_setzero_ps(), sk[6];
+#pragma GCC unroll 6
+                for (int k = 0; k < 6; k++) {
+                    src[k] = k < nt && base[k] ? base[k] + (x0 * stride + xoff[k]) * gi.ld + o0 : NULL;
+                    sk[k] = _mm512_setzero_ps();
+                }
+                for (int64_t j = 0; j < nx; j++) {
+                    __m512 gv = _mm512_maskz_loadu_ps(om, gp + j * gg.ld);
+                    sb = _mm512_add_ps(sb, gv);
+#pragma GCC unroll 6
+                    for (int k = 0; k < 6; k++)
+                        if (src[k])
+                            sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, src[k] + j * stride * gi.ld),
+                                                    sk[k]);
+                }
+                add_f64(db + o0, sb);
+#pragma GCC unroll 6
+                for (int k = 0; k < 6; k++)
+                    if (src[k]) add_f64(ds + k * coutp + o0, sk[k]);
+                continue;
+            }
+            __m512 sb0 = _mm512_setzero_ps(), sb1 = _mm512_setzero_ps();
+            int64_t i = 0;
+            for (; i + 1 < nx; i += 2) {
+                sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
+                sb1 = _mm512_add_ps(sb1, _mm512_maskz_loadu_ps(om, gp + (i + 1) * gg.ld));
+            }
+            if (i < nx) sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
+            add_f64(db + o0, _mm512_add_ps(sb0, sb1));
+            if (tm == 0) continue;
+            for (int k = 0; k < nt; k++) {
+                if (!base[k]) continue;
+                int64_t xa = xoff[k] < 0 ? 1 : 0;
+                int64_t xb = gi.w - 1 - xoff[k] >= 0 ? (gi.w - 1 - xoff[k]) / stride + 1 : 0;
+                xa = xa > x0 ? xa - x0 : 0;
+                xb = xb - x0 < nx ? xb - x0 : nx;
+                const float *src = base[k] + (x0 * stride + xoff[k]) * gi.ld + o0;
+                __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+                int64_t j = xa;
+                for (; j + 1 < xb; j += 2) {
+                    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + j * gg.ld),
+                                         _mm512_maskz_loadu_ps(tm, src + j * stride * gi.ld), a0);
+                    a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + (j + 1) * gg.ld),
+                                         _mm512_maskz_loadu_ps(tm, src + (j + 1) * stride * gi.ld), a1);
+                }
+                if (j < xb)
+                    a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + j * gg.ld),
+                                         _mm512_maskz_loadu_ps(tm, src + j * stride * gi.ld), a0);
+                add_f64(ds + k * coutp + o0, _mm512_add_ps(a0, a1));
+            }
+        }
+    }
+}
+
 void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in, grid_t gi, const int64_t *axis,
                     const int64_t *sign, int64_t nt, int64_t cin, int64_t cout, int64_t m, int64_t stride,
                     int nthreads) {
@@ -707,115 +825,115 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
         double *restrict dw = partial + (int64_t)omp_get_thread_num() * size;
         double *restrict ds = dw + cout * cinp, *restrict db = ds + nt * coutp;
         _Pragma("omp for schedule(static)")
+        for (int64_t row = 0; row < rows; row++)
+            wgrad_row(dw, ds, db, g, gg, in, gi, row, axis, sign, nt, cin, cout, m, stride);
+    }
+}
+
+/* lean_bwd_f32's tile for up to 16 channels in and out: nx voxels of a row, each broadcast g[o] feeding both
+ * dx (times row o of W) and dW's row o (times x), so g and x are loaded once per voxel and dx, dW, dS and db come
+ * from one loop. dW, dS and db are summed in registers as in wgrad_tile_16 and added to the float64 partials at
+ * the end. o: dx's first voxel (step os); g, xc: g's and x's (steps gs, xs); gk[k]: g at the source of dx's
+ * adjoint tap k for the first voxel, xk[k]: x at dS's tap k (step gs, xs; NULL: the tap is outside for every
+ * voxel of the tile); wt (cout, 16) W zero-padded, taps (nt, 16) S^T zero-padded. */
+static void bwd_tile_16(double *restrict dw, double *restrict ds, double *restrict db, float *restrict o, int64_t os,
+                        const float *g, int64_t gs, const float *xc, int64_t xs, const float *const *gk,
+                        const float *const *xk, int64_t nt, const float *restrict wt, const float *restrict taps,
+                        int64_t cin, int64_t cout, int64_t m, int64_t nx) {
+    __mmask16 cm = lane_mask(cin), om = lane_mask(cout), tm = lane_mask(m);
+    __m512 a[16], sk[6], sb = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; q++) a[q] = _mm512_setzero_ps();
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++) sk[k] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nx; j++) {
+        const float *gp = g + j * gs;
+        __m512 xv = _mm512_maskz_loadu_ps(cm, xc + j * xs), gv = _mm512_maskz_loadu_ps(om, gp);
+        __m512 d[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* dx in two chains: half the latency */
+#pragma GCC unroll 16
+        for (int q = 0; q < 16; q++)
+            if (q < cout) {
+                __m512 b = _mm512_set1_ps(gp[q]);
+                d[q & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16 * q), b, d[q & 1]);
+                a[q] = _mm512_fmadd_ps(b, xv, a[q]);
+            }
+        sb = _mm512_add_ps(sb, gv);
+#pragma GCC unroll 6
+        for (int k = 0; k < 6; k++) {
+            if (k >= nt) break;
+            if (gk[k])
+                d[k & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(taps + 16 * k), _mm512_maskz_loadu_ps(tm, gk[k] + j * gs),
+                                           d[k & 1]);
+            if (xk[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, xk[k] + j * xs), sk[k]);
+        }
+        _mm512_mask_storeu_ps(o + j * os, cm, _mm512_add_ps(d[0], d[1]));
+    }
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; q++)
+        if (q < cout) add_f64(dw + q * 16, a[q]);
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++)
+        if (k < nt && xk[k]) add_f64(ds + k * 16, sk[k]);
+    add_f64(db, sb);
+}
+
+/* One row of lean_bwd_f32 for up to 16 channels: the interior (every x-tap inside) in tiles of WG_TILE voxels, the
+ * row's ends as tiles of one voxel whose x-taps outside the input are dropped. */
+static void bwd_row_16(double *restrict dw, double *restrict ds, double *restrict db, float *dx, grid_t gx,
+                       const float *g, grid_t gg, const float *in, grid_t gi, int64_t row, const float *wt,
+                       const float *taps, const int64_t *axis, const int64_t *sign, int64_t nt, int64_t cin,
+                       int64_t cout, int64_t m) {
+    int64_t n = row / (gg.d * gg.h), z = (row / gg.h) % gg.d, y = row % gg.h, w = gg.w;
+    const float *gb[6], *xb[6], *gk[6], *xk[6];
+    int64_t xoff[6];
+    for (int k = 0; k < nt; k++) {
+        int64_t s0 = axis[k] == 0 ? sign[k] : 0, s1 = axis[k] == 1 ? sign[k] : 0;
+        int64_t gz = source_coord(z, 1, 1, -s0, gg.d), gy = source_coord(y, 1, 1, -s1, gg.h); /* adjoint: -e_k */
+        int64_t xz = source_coord(z, 1, 1, s0, gi.d), xy = source_coord(y, 1, 1, s1, gi.h);
+        gb[k] = gz < 0 || gy < 0 ? NULL : g + ((n * gg.d + gz) * gg.h + gy) * w * gg.ld;
+        xb[k] = xz < 0 || xy < 0 ? NULL : in + ((n * gi.d + xz) * gi.h + xy) * w * gi.ld;
+        xoff[k] = axis[k] == 2 ? sign[k] : 0;
+    }
+    int64_t hi = w >= 2 ? w - 1 : 0;
+    for (int64_t x0 = 0, nx; x0 < w; x0 += nx) {
+        int interior = x0 >= 1 && x0 < hi;
+        nx = !interior ? 1 : hi - x0 < WG_TILE ? hi - x0 : WG_TILE;
+        for (int k = 0; k < nt; k++) {
+            int64_t rg = x0 - xoff[k], rx = x0 + xoff[k];
+            gk[k] = gb[k] && rg >= 0 && rg < w ? gb[k] + rg * gg.ld : NULL;
+            xk[k] = xb[k] && rx >= 0 && rx < w ? xb[k] + rx * gi.ld : NULL;
+        }
+        bwd_tile_16(dw, ds, db, dx + (row * w + x0) * gx.ld, gx.ld, g + (row * w + x0) * gg.ld, gg.ld,
+                    in + (row * w + x0) * gi.ld, gi.ld, gk, xk, nt, wt, taps, cin, cout, m, nx);
+    }
+}
+
+/* The stride-1 backward of the lean convolution in one pass over the rows, for up to 32 channels in and out: dx
+ * (= W^T g + the adjoint taps on g, as lean_tile_f32's adjoint) and dW, dS, db (as lean_wgrad_f32) with g read
+ * from memory once instead of twice. Up to 16 channels, one loop per voxel (bwd_row_16); else per row lean_tile's
+ * row with the adjoint's arguments, then lean_wgrad's row while that row of g is still in cache. dx (grid gx = gi's with cin channels); wt (cout, NB * 16) is W zero-padded to NB = ceil(cin / 16) blocks,
+ * taps (nt, NB * 16) S^T padded likewise; zeros as lean_tile_f32's; sign the forward signs (the adjoint's are
+ * their negation); partial as lean_wgrad_f32's. */
+void lean_bwd_f32(double *partial, float *dx, grid_t gx, const float *g, grid_t gg, const float *in, grid_t gi,
+                  const float *wt, const float *taps, const float *zeros, const int64_t *axis, const int64_t *sign,
+                  int64_t nt, int64_t cin, int64_t cout, int64_t m, int nthreads) {
+    int64_t rows = gg.n * gg.d * gg.h, cinp = (cin + 15) / 16 * 16, coutp = (cout + 15) / 16 * 16;
+    int64_t size = cout * cinp + nt * coutp + coutp;
+    int64_t nsign[6];
+    for (int k = 0; k < nt; k++) nsign[k] = -sign[k];
+    _Pragma("omp parallel num_threads(nthreads)")
+    {
+        double *restrict dw = partial + (int64_t)omp_get_thread_num() * size;
+        double *restrict ds = dw + cout * cinp, *restrict db = ds + nt * coutp;
+        _Pragma("omp for schedule(static)")
         for (int64_t row = 0; row < rows; row++) {
-            int64_t n = row / (gg.d * gg.h), z = (row / gg.h) % gg.d, y = row % gg.h;
-            const float *crow = in + ((n * gi.d + z * stride) * gi.h + y * stride) * gi.w * gi.ld;
-            const float *grow = g + row * gg.w * gg.ld;
-            const float *base[6];
-            int64_t xoff[6];
-            for (int k = 0; k < nt; k++) {
-                int64_t rz = source_coord(z, stride, 1, axis[k] == 0 ? sign[k] : 0, gi.d);
-                int64_t ry = source_coord(y, stride, 1, axis[k] == 1 ? sign[k] : 0, gi.h);
-                base[k] = rz < 0 || ry < 0 ? NULL : in + ((n * gi.d + rz) * gi.h + ry) * gi.w * gi.ld;
-                xoff[k] = axis[k] == 2 ? sign[k] : 0;
+            if (cinp == 16 && coutp == 16) {
+                bwd_row_16(dw, ds, db, dx, gx, g, gg, in, gi, row, wt, taps, axis, sign, nt, cin, cout, m);
+                continue;
             }
-            int64_t hi = gi.w >= 2 ? (gi.w - 2) / stride + 1 : 0; /* x < hi: x * stride + 1 inside the input */
-            for (int64_t x0 = 0; x0 < gg.w; x0 += WG_TILE) {
-                int64_t nx = gg.w - x0 < WG_TILE ? gg.w - x0 : WG_TILE;
-                if (cout <= 16 && cin <= 16 && x0 >= 1 && x0 + nx <= hi) {
-                    wgrad_tile_16(dw, ds, db, grow + x0 * gg.ld, gg.ld, crow + x0 * stride * gi.ld, stride * gi.ld,
-                                  base, xoff, nt, x0 * stride, gi.ld, cin, cout, m, nx, x0 + nx + WG_TILE <= gg.w);
-                    continue;
-                }
-                /* dW: 16 rows o of one block of 16 input channels at a time, in 16 registers */
-                for (int64_t o0 = 0; o0 < cout; o0 += 16) {
-                    int64_t no = cout - o0 < 16 ? cout - o0 : 16;
-                    for (int64_t c0 = 0; c0 < cin; c0 += 16) {
-                        __mmask16 cm = lane_mask(cin - c0);
-                        __m512 a[16];
-#pragma GCC unroll 16
-                        for (int o = 0; o < 16; o++) a[o] = _mm512_setzero_ps();
-                        int first = o0 == 0 && c0 == 0;
-                        for (int64_t j = 0; j < nx; j++) {
-                            const float *gp = grow + (x0 + j) * gg.ld + o0;
-                            if (first && x0 + j + WG_TILE < gg.w) { /* the next tile, while this one computes */
-                                int64_t nxt = (x0 + j + WG_TILE) * stride * gi.ld;
-                                for (int64_t l = 0; l < cin || l < cout; l += 16) {
-                                    _mm_prefetch((const char *)(gp + WG_TILE * gg.ld + l), _MM_HINT_T0);
-                                    _mm_prefetch((const char *)(crow + nxt + l), _MM_HINT_T0);
-                                }
-                                for (int k = 0; k < nt; k++) /* the other rows the taps read */
-                                    if (base[k] && axis[k] != 2)
-                                        for (int64_t l = 0; l < m; l += 16)
-                                            _mm_prefetch((const char *)(base[k] + nxt + l), _MM_HINT_T0);
-                            }
-                            __m512 xv = _mm512_maskz_loadu_ps(cm, crow + (x0 + j) * stride * gi.ld + c0);
-                            fma_rows16(a, gp, xv, no);
-                        }
-#pragma GCC unroll 16
-                        for (int o = 0; o < 16; o++) /* constant indices: a[] stays in registers */
-                            if (o < no) add_f64(dw + (o0 + o) * cinp + c0, a[o]);
-                    }
-                }
-                /* dS and db, per block of 16 output channels. Tiles at a row's ends: the plain sum, then per tap over
-                 * the voxels whose source is inside the input (x * stride + xoff in [0, gi.w)), two chains each */
-                for (int64_t o0 = 0; o0 < cout; o0 += 16) {
-                    __mmask16 om = lane_mask(cout - o0), tm = lane_mask(m - o0);
-                    const float *gp = grow + x0 * gg.ld + o0;
-                    if (tm != 0 && x0 >= 1 && x0 + nx <= hi) { /* every tap inside: one loop, 7 chains of sums */
-                        const float *src[6];
-                        __m512 sb = _mm512_setzero_ps(), sk[6];
-#pragma GCC unroll 6
-                        for (int k = 0; k < 6; k++) {
-                            src[k] = k < nt && base[k] ? base[k] + (x0 * stride + xoff[k]) * gi.ld + o0 : NULL;
-                            sk[k] = _mm512_setzero_ps();
-                        }
-                        for (int64_t j = 0; j < nx; j++) {
-                            __m512 gv = _mm512_maskz_loadu_ps(om, gp + j * gg.ld);
-                            sb = _mm512_add_ps(sb, gv);
-#pragma GCC unroll 6
-                            for (int k = 0; k < 6; k++)
-                                if (src[k])
-                                    sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, src[k] + j * stride * gi.ld),
-                                                            sk[k]);
-                        }
-                        add_f64(db + o0, sb);
-#pragma GCC unroll 6
-                        for (int k = 0; k < 6; k++)
-                            if (src[k]) add_f64(ds + k * coutp + o0, sk[k]);
-                        continue;
-                    }
-                    __m512 sb0 = _mm512_setzero_ps(), sb1 = _mm512_setzero_ps();
-                    int64_t i = 0;
-                    for (; i + 1 < nx; i += 2) {
-                        sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
-                        sb1 = _mm512_add_ps(sb1, _mm512_maskz_loadu_ps(om, gp + (i + 1) * gg.ld));
-                    }
-                    if (i < nx) sb0 = _mm512_add_ps(sb0, _mm512_maskz_loadu_ps(om, gp + i * gg.ld));
-                    add_f64(db + o0, _mm512_add_ps(sb0, sb1));
-                    if (tm == 0) continue;
-                    for (int k = 0; k < nt; k++) {
-                        if (!base[k]) continue;
-                        int64_t xa = xoff[k] < 0 ? 1 : 0;
-                        int64_t xb = gi.w - 1 - xoff[k] >= 0 ? (gi.w - 1 - xoff[k]) / stride + 1 : 0;
-                        xa = xa > x0 ? xa - x0 : 0;
-                        xb = xb - x0 < nx ? xb - x0 : nx;
-                        const float *src = base[k] + (x0 * stride + xoff[k]) * gi.ld + o0;
-                        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-                        int64_t j = xa;
-                        for (; j + 1 < xb; j += 2) {
-                            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + j * gg.ld),
-                                                 _mm512_maskz_loadu_ps(tm, src + j * stride * gi.ld), a0);
-                            a1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + (j + 1) * gg.ld),
-                                                 _mm512_maskz_loadu_ps(tm, src + (j + 1) * stride * gi.ld), a1);
-                        }
-                        if (j < xb)
-                            a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tm, gp + j * gg.ld),
-                                                 _mm512_maskz_loadu_ps(tm, src + j * stride * gi.ld), a0);
-                        add_f64(ds + k * coutp + o0, _mm512_add_ps(a0, a1));
-                    }
-                }
-            }
+            (cinp == 16 ? tile_row_1 : tile_row_2)(dx + row * gx.w * gx.ld, gx, g, gg, row, wt, NULL, taps, zeros,
+                                                   axis, nsign, (int)nt, cout, cin, m, 1, NULL);
+            wgrad_row(dw, ds, db, g, gg, in, gi, row, axis, sign, nt, cin, cout, m, 1);
         }
     }
 }
@@ -823,7 +941,7 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
 #define LEAN_SIMD 0
 #endif
 
-/* Whether this build has lean_tile_f32 and lean_wgrad_f32 (AVX-512): 1, else 0. */
+/* Whether this build has lean_tile_f32, lean_wgrad_f32 and lean_bwd_f32 (AVX-512): 1, else 0. */
 int lean_simd(void) { return LEAN_SIMD; }
 
 /* Instance norm on channels-last (N, V, C) data, the other bandwidth-bound layer of a lean network.

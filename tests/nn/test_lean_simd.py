@@ -31,10 +31,33 @@ CASES = [
 ]
 
 
-def _grads(x, w, s, b, stride, g):
-    args = [t.clone().requires_grad_(True) for t in (x, w, s)] + [b.clone().requires_grad_(True)]
-    y = (lean_conv_reference if x.dtype == torch.float64 else _cpu.lean_conv_cpu)(*args, stride=stride)
-    return [y.detach(), *torch.autograd.grad(y, args, g.to(x.dtype))]
+def _leaves(*ts):
+    return [t.clone().requires_grad_(True) if t is not None else None for t in ts]
+
+
+def _grads(x, w, s, b, stride, g, fn=None):
+    args = _leaves(x, w, s, b)
+    y = (fn or (lean_conv_reference if x.dtype == torch.float64 else _cpu.lean_conv_cpu))(*args, stride=stride)
+    return [y.detach(), *torch.autograd.grad(y, [a for a in args if a is not None], g.to(x.dtype))]
+
+
+def _check_against_float64(size, cin, cout, stride, bias=True):
+    torch.manual_seed(3)
+    d = len(size)
+    x = torch.randn((2, cin, *size), dtype=torch.float64)
+    w = torch.randn(cout, cin, dtype=torch.float64) / cin**0.5
+    s = torch.randn(min(cin, cout), 2 * d, dtype=torch.float64)
+    b = torch.randn(cout, dtype=torch.float64) if bias else None
+    g = torch.randn((2, cout, *[(n - 1) // stride + 1 for n in size]), dtype=torch.float64)
+    ref = _grads(x, w, s, b, stride, g)
+    x32, w32, s32 = (t.float() for t in (x, w, s))
+    b32 = b.float() if bias else None
+    ours = _grads(x32, w32, s32, b32, stride, g)
+    torch_ = _grads(x32, w32, s32, b32, stride, g, fn=lean_conv_reference)
+    for name, a, t, r in zip(["y", "dx", "dW", "dS", "dbias"], ours, torch_, ref, strict=False):
+        err, torch_err = (a.double() - r).abs(), (t.double() - r).abs()
+        atol = 1e-6 * r.abs().max().item() + 1e-7
+        assert (err <= 2 * torch_err + atol).all(), f"{name}: max error {err.max():.3g}, torch {torch_err.max():.3g}"
 
 
 @pytest.mark.parametrize("simd", [True, False])
@@ -42,23 +65,38 @@ def _grads(x, w, s, b, stride, g):
 @pytest.mark.parametrize("size,cin,cout", CASES)
 def test_float32_kernels_within_twice_torch_error(monkeypatch, simd, stride, size, cin, cout):
     monkeypatch.setattr(_cpu, "SIMD_F32", simd)
-    torch.manual_seed(3)
-    d = len(size)
-    x = torch.randn((2, cin, *size), dtype=torch.float64)
-    w = torch.randn(cout, cin, dtype=torch.float64) / cin**0.5
-    s = torch.randn(min(cin, cout), 2 * d, dtype=torch.float64)
-    b = torch.randn(cout, dtype=torch.float64)
-    g = torch.randn((2, cout, *[(n - 1) // stride + 1 for n in size]), dtype=torch.float64)
-    ref = _grads(x, w, s, b, stride, g)
-    x32, w32, s32, b32 = (t.float() for t in (x, w, s, b))
-    ours = _grads(x32, w32, s32, b32, stride, g)
-    args = [t.clone().requires_grad_(True) for t in (x32, w32, s32, b32)]
-    y_torch = lean_conv_reference(*args, stride=stride)
-    torch_ = [y_torch.detach(), *torch.autograd.grad(y_torch, args, g.float())]
-    for name, a, t, r in zip(["y", "dx", "dW", "dS", "dbias"], ours, torch_, ref, strict=True):
-        err, torch_err = (a.double() - r).abs(), (t.double() - r).abs()
-        atol = 1e-6 * r.abs().max().item() + 1e-7
-        assert (err <= 2 * torch_err + atol).all(), f"{name}: max error {err.max():.3g}, torch {torch_err.max():.3g}"
+    _check_against_float64(size, cin, cout, stride)
+
+
+# The one-pass backward (lean_bwd_f32, stride 1, up to 32 channels): one loop per voxel up to 16 channels, the
+# row-wise tile + weight-gradient rows above. Rows long enough for whole 32-voxel tiles and rows of one voxel.
+BWD_SIZES = [(7, 45), (1, 3), (3, 5, 37), (2, 3, 1)]
+
+
+@pytest.mark.parametrize("simd", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", BWD_SIZES)
+@pytest.mark.parametrize("c", [1, 3, 16, 17, 32])
+def test_one_pass_backward_within_twice_torch_error(monkeypatch, simd, bias, stride, size, c):
+    monkeypatch.setattr(_cpu, "SIMD_F32", simd)
+    _check_against_float64(size, c, c, stride, bias)
+    _check_against_float64(size, c, max(1, c // 2 + 1), stride, bias)  # C_in != C_out, m = C_out < C_in
+
+
+def test_one_pass_backward_is_used(monkeypatch):
+    """conv_backward takes lean_bwd_f32 when dx, dW and dS are all needed at stride 1, and not otherwise."""
+    calls = []
+    monkeypatch.setattr(_cpu, "_bwd", lambda *a: calls.append(1) or _bwd(*a))
+    xl, dy = torch.randn(1, 5, 6, 16), torch.randn(1, 5, 6, 16)
+    w, st = torch.randn(16, 16), torch.randn(4, 16)
+    _cpu.conv_backward(dy, xl, w, st, 1, [True, True, True, False])
+    _cpu.conv_backward(dy, xl, w, st, 1, [False, True, True, True])
+    _cpu.conv_backward(dy, xl, w, st, 2, [True, True, True, True])
+    assert calls == [1]
+
+
+_bwd = _cpu._bwd
 
 
 @pytest.mark.parametrize("stride", [1, 2])
