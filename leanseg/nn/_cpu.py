@@ -259,6 +259,14 @@ def upsample_linear(lib, out: torch.Tensor, inp: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _wgrad_partials(dy, cin: int, cout: int) -> torch.Tensor:
+    """The zeroed per-thread float64 partials that lean_wgrad_f32 / lean_bwd_f32 add dW, dS and dbias into:
+    (threads, cout * cinp + 2d * coutp + coutp), channel counts rounded up to 16."""
+    cinp, coutp = -(-cin // 16) * 16, -(-cout // 16) * 16
+    size = cout * cinp + 2 * (dy.dim() - 2) * coutp + coutp
+    return torch.zeros(_cext.threads(dy.numel()), size, dtype=torch.float64)
+
+
 def _split_wgrad(partial, cin: int, cout: int, m: int, dtype):
     """(dW, dS (m, 2d), dbias) in dtype from the per-thread float64 partials of lean_wgrad_f32 / lean_bwd_f32."""
     cinp, coutp = -(-cin // 16) * 16, -(-cout // 16) * 16
@@ -274,14 +282,11 @@ def _wgrad(lib, dy, xl, st, stride: int):
     """(dW (C_out, C_in), dS (m, 2d), dbias (C_out,)) in one pass of lean_wgrad_f32 over dy and xl."""
     d = dy.dim() - 2
     cin, cout, m = xl.shape[-1], dy.shape[-1], st.shape[1]
-    cinp, coutp = -(-cin // 16) * 16, -(-cout // 16) * 16
-    threads = _cext.threads(dy.numel())
-    size = cout * cinp + 2 * d * coutp + coutp
-    partial = torch.zeros(threads, size, dtype=torch.float64)
+    partial = _wgrad_partials(dy, cin, cout)
     axis, sign = _taps(d, False)
     lib.lean_wgrad_f32(
         partial.data_ptr(), dy.data_ptr(), _grid(dy), xl.data_ptr(), _grid(xl), axis, sign, 2 * d, cin, cout, m,
-        stride, threads,
+        stride, partial.shape[0],
     )
     return _split_wgrad(partial, cin, cout, m, dy.dtype)
 
@@ -291,17 +296,15 @@ def _bwd(lib, dy, xl, weight, st):
     _direct's adjoint, the rest as _wgrad, with dy read once."""
     d = dy.dim() - 2
     cout, cin, m = weight.shape[0], weight.shape[1], st.shape[1]
-    cinp, coutp = -(-cin // 16) * 16, -(-cout // 16) * 16
-    threads = _cext.threads(dy.numel())
-    size = cout * cinp + 2 * d * coutp + coutp
-    partial = torch.zeros(threads, size, dtype=torch.float64)
+    cinp = -(-cin // 16) * 16
+    partial = _wgrad_partials(dy, cin, cout)
     dx = xl.new_empty(xl.shape)
     w_p, taps_p = _pad_cols(weight, cinp), _pad_cols(st, cinp)  # bound to names: alive during the call
     zeros = dy.new_zeros(max(cout, m) + 16)  # the source of dx's taps outside dy
     axis, sign = _taps(d, False)
     lib.lean_bwd_f32(
         partial.data_ptr(), dx.data_ptr(), _grid(dx), dy.data_ptr(), _grid(dy), xl.data_ptr(), _grid(xl),
-        w_p.data_ptr(), taps_p.data_ptr(), zeros.data_ptr(), axis, sign, 2 * d, cin, cout, m, threads,
+        w_p.data_ptr(), taps_p.data_ptr(), zeros.data_ptr(), axis, sign, 2 * d, cin, cout, m, partial.shape[0],
     )
     return (dx, *_split_wgrad(partial, cin, cout, m, dy.dtype))
 
@@ -342,9 +345,9 @@ def conv_backward(dy, xl, weight, st, stride: int, needs):
     """Gradients (dx, dW, dS, dbias) of the lean convolution for dy (N, *out, C_out) contiguous; None where
     needs[i] is false. dx is channels-last (N, *spatial, C_in); dS is (m, 2d)."""
     dx = dw = ds = db = None
-    lib = _use_c(dy)
-    if lib is not None and stride == 1 and all(needs[:3]) and _wgrad_ok(lib, dy, weight):
-        dx, dw, ds, db = _bwd(lib, dy, xl, weight, st)
+    clib = _use_c(dy)
+    if clib is not None and stride == 1 and all(needs[:3]) and _wgrad_ok(clib, dy, weight):
+        dx, dw, ds, db = _bwd(clib, dy, xl, weight, st)
         return dx, dw, ds, db if needs[3] else None
     lib = _use_direct(dy, weight)
     if needs[0] and lib is not None:
@@ -357,9 +360,8 @@ def conv_backward(dy, xl, weight, st, stride: int, needs):
             dx = xl.new_zeros(xl.shape)
             _subsample(dx, stride).copy_(_gemm(dy, weight.t()))
         stencil_gather_(dx, dy, st, stride, adjoint=True)
-    lib = _use_c(dy)
-    if any(needs[1:]) and lib is not None and _wgrad_ok(lib, dy, weight):
-        dw, ds, db = _wgrad(lib, dy, xl, st, stride)
+    if any(needs[1:]) and clib is not None and _wgrad_ok(clib, dy, weight):
+        dw, ds, db = _wgrad(clib, dy, xl, st, stride)
         return dx, dw if needs[1] else None, ds if needs[2] else None, db if needs[3] else None
     if needs[1]:
         xs = _subsample(xl, stride)

@@ -98,8 +98,8 @@ def conv_layer(
 class _PointwiseCPU:
     """A 1x1(x1) convolution that runs as one matrix product on channels-last CPU tensors. PyTorch sends a 1x1
     convolution of a batch under 16 to its unfold-based fallback when it has one thread (its heuristic keeps oneDNN
-    for more threads): on an AMD EPYC, one thread, 3.2 of the 5.3 s of a 4x128^3 LeanUNet forward went into the
-    head's copy there, against 0.2 s for the same product as a GEMM. With more threads oneDNN's 1x1 is as fast
+    for more threads): on an AMD EPYC, one thread, the 32 -> 3 head of a 4x128^3 LeanUNet took 1.3-2.4 s there,
+    against 0.1-0.2 s for the same product as a GEMM. With more threads oneDNN's 1x1 is as fast
     (0.08 against 0.09 s for that head), so it keeps them. Same parameters as nn.Conv2d/3d."""
 
     weight: torch.Tensor
