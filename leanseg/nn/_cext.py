@@ -101,6 +101,18 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MALLOC_THRESHOLD = 1 << 30
 
 
+def last_level_cache_bytes(default: int = 32 << 20) -> int:
+    """The size of the CPU's largest cache (Linux sysfs; ``default`` where it cannot be read)."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        try:
+            text = entry.read_text().strip().upper()
+            sizes.append(int(text[:-1]) << {"K": 10, "M": 20, "G": 30}[text[-1]] if text[-1] in "KMG" else int(text))
+        except (OSError, ValueError):
+            continue
+    return max(sizes, default=default)
+
+
 def tune_malloc() -> bool:
     """Apply the thresholds above (glibc only; LEANSEG_MALLOC_TUNE=0 opts out). True when applied."""
     if not env.malloc_tune() or platform.system() != "Linux":
@@ -172,7 +184,7 @@ def load(bf16_simd: bool = True):
         fn.restype = None
     lib.lean_simd.argtypes, lib.lean_simd.restype = [], c_int
     if lib.lean_simd():  # the AVX-512 float32 kernels exist only in builds for CPUs that have it
-        lib.lean_tile_f32.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, i64, i64, i64, i64, i64, p, c_int]
+        lib.lean_tile_f32.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, i64, i64, i64, i64, i64, p, c_int, c_int]
         lib.lean_tile_f32.restype = None
         lib.lean_wgrad_f32.argtypes = [p, p, Grid, p, Grid, p, p, i64, i64, i64, i64, i64, c_int]
         lib.lean_wgrad_f32.restype = None

@@ -482,7 +482,7 @@ static inline __mmask16 lane_mask(int64_t left) {
 static inline __attribute__((always_inline)) void lean_tile_##TNB##_##TDX(float *restrict o, int64_t ostep,           \
         const float *restrict s, int64_t sstep, const float *const *tk, const float *const *tp, int nt,               \
         const float *restrict wt, const float *restrict bias, int64_t cin, int64_t mb, __mmask16 mmask,               \
-        __mmask16 omask, __m512 *rs) {                                                                                \
+        __mmask16 omask, __m512 *rs, int stream) {                                                                    \
     __m512 acc[TDX][TNB];                                                                                             \
 _Pragma("GCC unroll 8")                                                                                               \
     for (int j = 0; j < TDX; j++)                                                                                     \
@@ -514,7 +514,9 @@ _Pragma("GCC unroll 8")                                                         
     for (int j = 0; j < TDX; j++)                                                                                     \
 _Pragma("GCC unroll 4")                                                                                               \
         for (int b = 0; b < TNB; b++) {                                                                               \
-            if (b < TNB - 1)                                                                                          \
+            if (stream)                                                                                               \
+                _mm512_stream_ps(o + j * ostep + 16 * b, acc[j][b]);                                                  \
+            else if (b < TNB - 1)                                                                                     \
                 _mm512_storeu_ps(o + j * ostep + 16 * b, acc[j][b]);                                                  \
             else                                                                                                      \
                 _mm512_mask_storeu_ps(o + j * ostep + 16 * b, omask, acc[j][b]);                                      \
@@ -540,7 +542,7 @@ DEFINE_LEAN_TILE(4, 1)
 static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict in, grid_t gi, int64_t row,     \
                           const float *wt, const float *bias, const float *taps, const float *zeros,          \
                           const int64_t *axis, const int64_t *sign, int nt0, int64_t cin, int64_t cout,       \
-                          int64_t m, int64_t mul, __m512 *rs) {                                               \
+                          int64_t m, int64_t mul, __m512 *rs, int stream) {                                   \
     int64_t n = row / (go.d * go.h), z = (row / go.h) % go.d, y = row % go.h;                                 \
     const float *crow = in + ((n * gi.d + z * mul) * gi.h + y * mul) * gi.w * gi.ld;                          \
     const float *base[6], *tp[6];                                                                             \
@@ -568,7 +570,7 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
         if (x >= lo && x + TILE_##NB <= hi) {                                                                      \
             for (int k = 0; k < nt; k++) tk[k] = base[k] + (x * mul + xoff[k]) * gi.ld;                       \
             TILE_FN(NB, TILE_##NB)(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin,  \
-                                   mb, mmask, omask, rs);                                                             \
+                                   mb, mmask, omask, rs, stream);                                                     \
             x += TILE_##NB;                                                                                    \
         } else {                                                                                              \
             for (int k = 0; k < nt; k++) {                                                                    \
@@ -576,7 +578,7 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
                 tk[k] = rx >= 0 && rx < gi.w ? base[k] + rx * gi.ld : zeros;                                  \
             }                                                                                                 \
             lean_tile_##NB##_1(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin, mb, \
-                               mmask, omask, rs);                                                                      \
+                               mmask, omask, rs, 0);                                                                   \
             x++;                                                                                              \
         }                                                                                                     \
     }                                                                                                         \
@@ -592,10 +594,12 @@ DEFINE_TILE_ROW(3)
 DEFINE_TILE_ROW(4)
 
 /* out = 1x1(in) + stencil(in) (+ bias), as lean_direct_f32 with div = 1 and cout <= 64, but wt (cin, NB * 16),
- * taps (nt, NB * 16) and bias (NB * 16) zero-padded to NB = ceil(cout / 16) blocks; stats as lean_direct's. */
+ * taps (nt, NB * 16) and bias (NB * 16) zero-padded to NB = ceil(cout / 16) blocks; stats as lean_direct's.
+ * stream: write the tiles with non-temporal stores (for outputs the caches cannot keep: no read of each line before
+ * it is written); the caller guarantees out 64-byte aligned and go.ld == cout, a multiple of 16. */
 void lean_tile_f32(float *out, grid_t go, const float *in, grid_t gi, const float *wt, const float *bias,
                    const float *taps, const float *zeros, const int64_t *axis, const int64_t *sign, int64_t ntaps,
-                   int64_t cin, int64_t cout, int64_t m, int64_t mul, double *stats, int nthreads) {
+                   int64_t cin, int64_t cout, int64_t m, int64_t mul, double *stats, int stream, int nthreads) {
     int64_t rows = go.n * go.d * go.h, nb = (cout + 15) / 16;
     _Pragma("omp parallel num_threads(nthreads)")
     {
@@ -608,13 +612,17 @@ void lean_tile_f32(float *out, grid_t go, const float *in, grid_t gi, const floa
             float *po = out + row * go.w * go.ld;
             __m512 *r = stats ? rs : NULL;
             if (nb == 1)
-                tile_row_1(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+                tile_row_1(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r,
+                           stream);
             else if (nb == 2)
-                tile_row_2(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+                tile_row_2(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r,
+                           stream);
             else if (nb == 3)
-                tile_row_3(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+                tile_row_3(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r,
+                           stream);
             else
-                tile_row_4(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r);
+                tile_row_4(po, go, in, gi, row, wt, bias, taps, zeros, axis, sign, ntaps, cin, cout, m, mul, r,
+                           stream);
             if (acc) {
                 int64_t n = row / (go.d * go.h);
                 for (int b = 0; b < 2 * nb; b++) _mm512_storeu_ps(sums + 16 * b, rs[b]);
@@ -624,6 +632,7 @@ void lean_tile_f32(float *out, grid_t go, const float *in, grid_t gi, const floa
                 }
             }
         }
+        if (stream) _mm_sfence(); /* the streamed stores are visible to every thread after the region */
     }
 }
 
@@ -932,7 +941,7 @@ void lean_bwd_f32(double *partial, float *dx, grid_t gx, const float *g, grid_t 
                 continue;
             }
             (cinp == 16 ? tile_row_1 : tile_row_2)(dx + row * gx.w * gx.ld, gx, g, gg, row, wt, NULL, taps, zeros,
-                                                   axis, nsign, (int)nt, cout, cin, m, 1, NULL);
+                                                   axis, nsign, (int)nt, cout, cin, m, 1, NULL, 0);
             wgrad_row(dw, ds, db, g, gg, in, gi, row, axis, sign, nt, cin, cout, m, 1);
         }
     }

@@ -100,6 +100,17 @@ _bwd = _cpu._bwd
 
 
 @pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size,cin,cout", [((7, 61), 16, 16), ((3, 5, 45), 20, 32), ((4, 3, 40), 16, 64)])
+def test_streamed_stores_and_prefetch(monkeypatch, stride, size, cin, cout):
+    """With every output streamed (the threshold at 0 bytes; rows of several tiles, odd ends), the forward and
+    the adjoint still match float64; outputs whose channels are not whole blocks of 16 are not streamed."""
+    monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)
+    x = torch.empty(2, 3, 16)
+    assert _cpu._stream(torch.empty(2, 3, 32), x) and not _cpu._stream(torch.empty(2, 3, 19), x)
+    _check_against_float64(size, cin, cout, stride)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size,cin,cout", [((9, 11), 16, 16), ((5, 6, 7), 32, 19)])
 def test_statistics_of_the_written_output(stride, size, cin, cout):
     """The per-(n, c) sums and sums of squares the tile kernel accumulates equal those of its output, in float64."""
