@@ -316,9 +316,11 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, task, cfg,
         image, target = batch["image"].to(device), batch["label"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             logits = net(image)
-            if isinstance(logits, list | tuple):  # deep supervision: train on the full-resolution head here
+            if isinstance(logits, list | tuple):  # deep supervision: every decoder resolution has a loss
+                loss = deep_supervision_loss(loss_fn, logits, target)
                 logits = logits[0]
-            loss = loss_fn(logits.float(), target)
+            else:
+                loss = loss_fn(logits.float(), target)
         if not torch.isfinite(loss):
             raise LeanSegError(f"training diverged at epoch {epoch + 1} (loss {loss.item()}); try a smaller --lr")
         optimizer.zero_grad(set_to_none=True)
@@ -334,6 +336,21 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, task, cfg,
             scores.setdefault(k, []).append(v)
         bar.set_postfix(loss=f"{np.mean(losses):.4f}", **{k: f"{np.mean(v):.3f}" for k, v in scores.items()})
     return {"train_loss": float(np.mean(losses))} | {f"train_{k}": float(np.mean(v)) for k, v in scores.items()}
+
+
+def deep_supervision_loss(loss_fn: Callable, logits: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                          target: torch.Tensor) -> torch.Tensor:
+    """nnU-Net's deep supervision: the loss of each head (full resolution first, then each coarser decoder level)
+    against the target brought to its grid by nearest-neighbour sampling (class indices and 0/1 region maps stay
+    exact), weighted 1, 1/2, 1/4, ... and normalised to sum 1."""
+    weights = [0.5**i for i in range(len(logits))]
+    total = torch.zeros((), device=target.device)
+    for w, out in zip(weights, logits, strict=True):
+        t = target
+        if tuple(out.shape[2:]) != tuple(target.shape[2:]):
+            t = torch.nn.functional.interpolate(target.float(), size=out.shape[2:], mode="nearest").to(target.dtype)
+        total = total + w * loss_fn(out.float(), t)
+    return total / sum(weights)
 
 
 def _append_csv(path: Path, row: dict) -> None:
