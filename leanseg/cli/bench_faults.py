@@ -14,7 +14,8 @@ def bench_faults(
     heldout: int = typer.Option(4, help="held-out cubes scored (seeds the training never drew)"),
     segy: Path | None = typer.Option(None, help="a real SEG-Y cube to report the fault fraction on "
                                      "(default: the shared F3 crop when present)"),
-    models: str = typer.Option("lean,dense,faultseg3d", help="comma-separated subset of lean, dense, faultseg3d"),
+    models: str = typer.Option("lean,dense,faultseg3d", help="comma-separated subset of lean, dense, faultseg3d, "
+                               "lean-d1 (dense finest level, max-pool down), dense-d1 (its twin)"),
     out: Path = typer.Option(Path("runs/bench_faults"), help="folder for the runs"),
     seed: int = typer.Option(0, help="seed of the data and the weights"),
 ):
