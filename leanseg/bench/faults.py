@@ -59,16 +59,16 @@ def shared_f3() -> Path | None:
     return None
 
 
+_UNET = {"features": (16, 32, 64, 128)}  # the widths of the faults task's LeanUNet, for every LeanUNet row
 CONTENDERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "lean": ("LeanUNet", {"model_kwargs": {"features": (16, 32, 64, 128), "conv": "lean"}}),
-    "dense": ("LeanUNet dense twin", {"model_kwargs": {"features": (16, 32, 64, 128), "conv": "dense"}}),
+    "lean": ("LeanUNet", {"model_kwargs": _UNET | {"conv": "lean"}}),
+    "dense": ("LeanUNet dense twin", {"model_kwargs": _UNET | {"conv": "dense"}}),
     "faultseg3d": ("FaultSeg3D U-Net", {"model": "faultseg3d_unet", "model_kwargs": {}}),
     # the EM ablations' design carried to 3D: dense 3x3x3s where there are 16 channels (encoder and decoder: 6,912
     # weights each) and max pooling down; and the same network with every conv dense, its own twin
-    "lean-d1": ("LeanUNet, dense level 1", {"model_kwargs": {
-        "features": (16, 32, 64, 128), "conv": "lean", "dense_levels": 1, "down": "maxpool"}}),
-    "dense-d1": ("its dense twin", {"model_kwargs": {
-        "features": (16, 32, 64, 128), "conv": "dense", "down": "maxpool"}}),
+    "lean-d1": ("LeanUNet, dense level 1",
+                {"model_kwargs": _UNET | {"conv": "lean", "dense_levels": 1, "down": "maxpool"}}),
+    "dense-d1": ("its dense twin", {"model_kwargs": _UNET | {"conv": "dense", "down": "maxpool"}}),
 }
 
 

@@ -920,8 +920,9 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
 /* The stride-1 backward of the lean convolution in one pass over the rows, for up to 32 channels in and out: dx
  * (= W^T g + the adjoint taps on g, as lean_tile_f32's adjoint) and dW, dS, db (as lean_wgrad_f32) with g read
  * from memory once instead of twice. Up to 16 channels, one loop per voxel (bwd_row_16); else per row lean_tile's
- * row with the adjoint's arguments, then lean_wgrad's row while that row of g is still in cache. dx (grid gx = gi's with cin channels); wt (cout, NB * 16) is W zero-padded to NB = ceil(cin / 16) blocks,
- * taps (nt, NB * 16) S^T padded likewise; zeros as lean_tile_f32's; sign the forward signs (the adjoint's are
+ * row with the adjoint's arguments, then lean_wgrad's row while that row of g is still in cache. dx (grid gx =
+ * gi's with cin channels); wt (cout, NB * 16) is W zero-padded to NB = ceil(cin / 16) blocks, taps (nt, NB * 16)
+ * S^T padded likewise; zeros as lean_tile_f32's; sign the forward signs (the adjoint's are
  * their negation); partial as lean_wgrad_f32's. */
 void lean_bwd_f32(double *partial, float *dx, grid_t gx, const float *g, grid_t gg, const float *in, grid_t gi,
                   const float *wt, const float *taps, const float *zeros, const int64_t *axis, const int64_t *sign,

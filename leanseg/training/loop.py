@@ -343,6 +343,8 @@ def deep_supervision_loss(loss_fn: Callable, logits: list[torch.Tensor] | tuple[
     """nnU-Net's deep supervision: the loss of each head (full resolution first, then each coarser decoder level)
     against the target brought to its grid by nearest-neighbour sampling (class indices and 0/1 region maps stay
     exact), weighted 1, 1/2, 1/4, ... and normalised to sum 1."""
+    # not MONAI's DeepSupervisionLoss: its weights are not normalised (the loss scale would change with the number
+    # of heads, and with it the meaning of lr and --clip) and it needs a float target for its interpolation
     weights = [0.5**i for i in range(len(logits))]
     total = torch.zeros((), device=target.device)
     for w, out in zip(weights, logits, strict=True):
