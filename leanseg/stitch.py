@@ -17,12 +17,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.data.utils import compute_importance_map, dense_patch_slices
 from tqdm.auto import tqdm
 
 from leanseg.errors import LeanSegError
-from leanseg.inference import ACTIVATIONS, _mirrored, check_options, check_window, check_window_count
+from leanseg.inference import ACTIVATIONS, _mirrored, check_options, check_window, check_window_count, mirror_pad
 from leanseg.nn import _cext
 from leanseg.options import parse_window
 
@@ -100,13 +99,7 @@ class SlabStitcher:
             raise ValueError(f"expected one image (1, C, *spatial) of {len(self.window)} spatial axes, got "
                              f"{tuple(image.shape)}")
         dtype, spatial = image.dtype, tuple(image.shape[2:])
-        # as sliding_window_predict: an axis shorter than the window is padded half before and half after, by
-        # repeating the border (zeros would add edges the network reads as structure: faults on a small seismic crop)
-        lows = [max(w - n, 0) // 2 for n, w in zip(spatial, self.window, strict=True)]
-        pad = [p for n, w, lo in reversed(list(zip(spatial, self.window, lows, strict=True)))
-               for p in (lo, max(w - n, 0) - lo)]
-        if any(pad):
-            image = F.pad(image, pad, mode="replicate")
+        image, lows = mirror_pad(image, self.window)  # as sliding_window_predict: axes shorter than the window
         padded = tuple(image.shape[2:])
         self._grid(padded, dtype)
         assert self._weights is not None and self._count is not None  # set by _grid

@@ -62,19 +62,19 @@ def test_tta_averages_mirrorings():
     ((1, 1, 5, 6, 7), 9),  # 3D, smaller than the window on every axis
     ((2, 1, 7, 4), (8, 8)),  # 2D, two images, odd padding on one axis
 ])
-def test_small_volumes_are_padded_by_repeating_the_border(shape, window):
-    """A volume smaller than the window is padded by repeating its border voxels (not zeros, which a seismic or EM
-    network reads as an edge): a 3x3 convolution sees, at the border, the same voxels as on the edge-padded input
-    in float64 (numpy's pad)."""
+def test_small_volumes_are_mirrored_up_to_the_window(shape, window):
+    """A volume smaller than the window is padded by mirroring it about its border (not zeros, which a seismic or EM
+    network reads as an edge, nor a block of repeated border voxels): a 3x3 convolution sees, at the border, the
+    same voxels as on numpy's symmetric padding of the input (reflected as often as needed), in float64."""
     torch.manual_seed(0)
     conv = getattr(nn, f"Conv{len(shape) - 2}d")(1, 2, 3, padding=1).eval()
     x = torch.randn(shape) + 3  # far from zero: zero padding would show at every border voxel
     got = sliding_window_predict(conv, x, window, activation="none")
     dims = len(shape) - 2
     win = (window,) * dims if isinstance(window, int) else window
-    # MONAI pads (w - n) // 2 before the volume and the rest after; axes at least as large as the window not at all
+    # (w - n) // 2 before the volume and the rest after, as MONAI pads; axes at least as large as the window not at all
     pads = [(max(0, w - n) // 2, max(0, w - n) - max(0, w - n) // 2) for n, w in zip(shape[2:], win, strict=True)]
-    padded = torch.from_numpy(np.pad(x.double().numpy(), [(0, 0), (0, 0), *pads], mode="edge"))
+    padded = torch.from_numpy(np.pad(x.double().numpy(), [(0, 0), (0, 0), *pads], mode="symmetric"))
     with torch.no_grad():
         full = conv.double()(padded)
     expected = full[(..., *(slice(lo, lo + n) for (lo, _), n in zip(pads, shape[2:], strict=True)))].float()

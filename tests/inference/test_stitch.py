@@ -4,6 +4,7 @@ float64 against MONAI in float64 (equal up to rounding), and float32 against a f
 error at most twice MONAI's float32 error plus an atol, as for the kernels.
 """
 
+import numpy as np
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
@@ -34,9 +35,15 @@ def conv_net(spatial_dims: int, out_channels: int, scale: float = 1.0) -> nn.Mod
 
 
 def monai(net, image, window, overlap, blend, activation):
+    """MONAI's sliding window on the image mirrored up to the window (numpy's symmetric padding, as
+    sliding_window_predict pads), cropped back."""
+    pads = [(max(w - n, 0) // 2, max(w - n, 0) - max(w - n, 0) // 2)
+            for n, w in zip(image.shape[2:], window, strict=True)]
+    padded = torch.from_numpy(np.pad(image.numpy(), [(0, 0), (0, 0), *pads], mode="symmetric"))
     with torch.no_grad():
-        return sliding_window_inference(image, window, 1, lambda x: ACTIVATIONS[activation](net(x)), overlap=overlap,
-                                        mode=blend, padding_mode="replicate")  # as sliding_window_predict
+        out = sliding_window_inference(padded, window, 1, lambda x: ACTIVATIONS[activation](net(x)), overlap=overlap,
+                                       mode=blend)
+    return out[(..., *(slice(lo, lo + n) for (lo, _), n in zip(pads, image.shape[2:], strict=True)))]
 
 
 @pytest.mark.parametrize("shape, window, overlap, blend", CASES)
