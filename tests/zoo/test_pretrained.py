@@ -44,4 +44,21 @@ def test_faults_predicts_f3_with_no_model_given(tmp_path, monkeypatch, capsys):
 @pytest.mark.skipif("faults" not in zoo.names(), reason="the faults zoo model is not installed")
 def test_faults_marks_a_plausible_fraction_of_f3(tmp_path):
     out = leanseg.predict(F3, model="faults", output=tmp_path / "f3.npy", progress=False)
-    assert 0.001 < np.load(out).mean() < 0.15  # faults are thin: a few percent, never most of the cube
+    # faults are thin sheets: a few percent at most (the card's 0.15%; 31.7% when the crop was padded by repeating
+    # its border traces). That the model finds faults at all is the next test's job.
+    assert np.load(out).mean() < 0.05
+
+
+@pytest.mark.skipif("faults" not in zoo.names(), reason="the faults zoo model is not installed")
+def test_faults_finds_the_faults_of_held_out_cubes():
+    """Against the generator's own labels on cubes training never drew (the card's first four held-out cubes; their
+    F1 spreads from 0.54 to 0.95, mean 0.82): a model that marks nothing, everything or the wrong axis fails."""
+    from leanseg.bench.faults import HELDOUT_SEED
+    from leanseg.metrics import tolerant_f1
+    from leanseg.synthetic import fault_cube
+
+    scores = []
+    for i in range(4):
+        image, label = fault_cube(np.random.default_rng([HELDOUT_SEED, i]), 64)
+        scores.append(tolerant_f1(leanseg.segment(image, "faults") > 0, label > 0, 1)["f1"])
+    assert np.mean(scores) > 0.75, scores
