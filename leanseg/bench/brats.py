@@ -42,6 +42,13 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
         # the paper's residual lean blocks (the seg2d ablations' latest winner)
         "LeanUNet residual": {"model_kwargs": lean | {"residual": True}},
         "LeanUNet x2 residual": {"model_kwargs": lean | {"features": tuple(2 * f for f in feats), "residual": True}},
+        # the seg2d default of 2026-12-04 carried to 3D: plain lean levels, dense 3x3x3s in the three finest levels,
+        # max pooling down, transposed convs up
+        "LeanUNet EM design": {"model_kwargs": lean | {"down": "maxpool", "up": "transpose",
+                                                       "dense_levels": min(3, len(feats))}},
+        # the same within a quarter of the twin's weights (in 3D a dense conv has 27 taps against the lean 7)
+        "LeanUNet EM design 2 dense": {"model_kwargs": lean | {"down": "maxpool", "up": "transpose",
+                                                                       "dense_levels": 2}},
         "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": feats}},
         "MONAI SegResNet": {"model": "monai_segresnet", "model_kwargs": {"init_filters": feats[0]}},
     }

@@ -17,7 +17,8 @@ def bench_brats(
     models: str = typer.Option("", help="comma-separated rows to run; empty: LeanUNet, LeanUNet x2 residual, "
                                "LeanUNet dense twin, MONAI UNet, MONAI SegResNet (also: 'LeanUNet maxpool+dense last', "
                                "'twin maxpool', 'LeanUNet maxpool', 'LeanUNet dense last', 'LeanUNet dense 1 level', "
-                               "'LeanUNet dense 2 levels', 'LeanUNet x2', 'LeanUNet x4', 'LeanUNet residual')"),
+                               "'LeanUNet dense 2 levels', 'LeanUNet x2', 'LeanUNet x4', 'LeanUNet residual', "
+                               "'LeanUNet EM design', 'LeanUNet EM design 2 dense')"),
     test_cases: int = typer.Option(24, help="further phantoms (another seed) every network is scored on; 0: score "
                                    "on the validation cases"),
     threads: int = typer.Option(0, help="torch threads (0: torch's default); 1 is faster on a shared machine"),
