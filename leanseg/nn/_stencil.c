@@ -659,6 +659,9 @@ void lean_tile_f32(float *out, grid_t go, const float *in, grid_t gi, const floa
  * partial of the thread: partial (nthreads, cout * cinp + nt * coutp + coutp) with cinp, coutp the channel counts
  * rounded up to 16 (dW rows cinp long, then dS rows, then db), zeroed and reduced by the caller. */
 #define WG_TILE 32
+#ifndef WG_FLUSH
+#define WG_FLUSH 128
+#endif
 
 static inline void add_f64(double *restrict dst, __m512 v) {
     _mm512_storeu_pd(dst, _mm512_add_pd(_mm512_loadu_pd(dst), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
@@ -861,16 +864,11 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
  * the end. o: dx's first voxel (step os); g, xc: g's and x's (steps gs, xs); gk[k]: g at the source of dx's
  * adjoint tap k for the first voxel, xk[k]: x at dS's tap k (step gs, xs; NULL: the tap is outside for every
  * voxel of the tile); wt (cout, 16) W zero-padded, taps (nt, 16) S^T zero-padded. */
-static void bwd_tile_16(double *restrict dw, double *restrict ds, double *restrict db, float *restrict o, int64_t os,
-                        const float *g, int64_t gs, const float *xc, int64_t xs, const float *const *gk,
-                        const float *const *xk, int64_t nt, const float *restrict wt, const float *restrict taps,
-                        int64_t cin, int64_t cout, int64_t m, int64_t nx) {
+static inline __attribute__((always_inline)) void bwd_tile_16(__m512 *restrict a, __m512 *restrict sk,
+        __m512 *restrict sb, float *restrict o, int64_t os, const float *g, int64_t gs, const float *xc, int64_t xs,
+        const float *const *gk, const float *const *xk, int64_t nt, const float *restrict wt,
+        const float *restrict taps, int64_t cin, int64_t cout, int64_t m, int64_t nx) {
     __mmask16 cm = lane_mask(cin), om = lane_mask(cout), tm = lane_mask(m);
-    __m512 a[16], sk[6], sb = _mm512_setzero_ps();
-#pragma GCC unroll 16
-    for (int q = 0; q < 16; q++) a[q] = _mm512_setzero_ps();
-#pragma GCC unroll 6
-    for (int k = 0; k < 6; k++) sk[k] = _mm512_setzero_ps();
     for (int64_t j = 0; j < nx; j++) {
         const float *gp = g + j * gs;
         __m512 xv = _mm512_maskz_loadu_ps(cm, xc + j * xs), gv = _mm512_maskz_loadu_ps(om, gp);
@@ -882,7 +880,7 @@ static void bwd_tile_16(double *restrict dw, double *restrict ds, double *restri
                 d[q & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(wt + 16 * q), b, d[q & 1]);
                 a[q] = _mm512_fmadd_ps(b, xv, a[q]);
             }
-        sb = _mm512_add_ps(sb, gv);
+        *sb = _mm512_add_ps(*sb, gv);
 #pragma GCC unroll 6
         for (int k = 0; k < 6; k++) {
             if (k >= nt) break;
@@ -893,13 +891,6 @@ static void bwd_tile_16(double *restrict dw, double *restrict ds, double *restri
         }
         _mm512_mask_storeu_ps(o + j * os, cm, _mm512_add_ps(d[0], d[1]));
     }
-#pragma GCC unroll 16
-    for (int q = 0; q < 16; q++)
-        if (q < cout) add_f64(dw + q * 16, a[q]);
-#pragma GCC unroll 6
-    for (int k = 0; k < 6; k++)
-        if (k < nt && xk[k]) add_f64(ds + k * 16, sk[k]);
-    add_f64(db, sb);
 }
 
 /* One row of lean_bwd_f32 for up to 16 channels: the interior (every x-tap inside) in tiles of WG_TILE voxels, the
@@ -920,6 +911,14 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
         xoff[k] = axis[k] == 2 ? sign[k] : 0;
     }
     int64_t hi = w >= 2 ? w - 1 : 0;
+    /* dW, dS and db of the row in float32 registers, added to the float64 partials every WG_FLUSH voxels: once per
+     * row of up to that many, not once per tile (the row's two end voxels are tiles of their own) */
+    __m512 a[16], sk[6], sb = _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int q = 0; q < 16; q++) a[q] = _mm512_setzero_ps();
+#pragma GCC unroll 6
+    for (int k = 0; k < 6; k++) sk[k] = _mm512_setzero_ps();
+    int64_t since = 0;
     for (int64_t x0 = 0, nx; x0 < w; x0 += nx) {
         int interior = x0 >= 1 && x0 < hi;
         nx = !interior ? 1 : hi - x0 < WG_TILE ? hi - x0 : WG_TILE;
@@ -928,8 +927,26 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
             gk[k] = gb[k] && rg >= 0 && rg < w ? gb[k] + rg * gg.ld : NULL;
             xk[k] = xb[k] && rx >= 0 && rx < w ? xb[k] + rx * gi.ld : NULL;
         }
-        bwd_tile_16(dw, ds, db, dx + (row * w + x0) * gx.ld, gx.ld, g + (row * w + x0) * gg.ld, gg.ld,
+        bwd_tile_16(a, sk, &sb, dx + (row * w + x0) * gx.ld, gx.ld, g + (row * w + x0) * gg.ld, gg.ld,
                     in + (row * w + x0) * gi.ld, gi.ld, gk, xk, nt, wt, taps, cin, cout, m, nx);
+        since += nx;
+        if (since >= WG_FLUSH || x0 + nx >= w) {
+#pragma GCC unroll 16
+            for (int q = 0; q < 16; q++)
+                if (q < cout) {
+                    add_f64(dw + q * 16, a[q]);
+                    a[q] = _mm512_setzero_ps();
+                }
+#pragma GCC unroll 6
+            for (int k = 0; k < 6; k++)
+                if (k < nt) {
+                    add_f64(ds + k * 16, sk[k]); /* zero where the tap's rows are outside: nothing was added */
+                    sk[k] = _mm512_setzero_ps();
+                }
+            add_f64(db, sb);
+            sb = _mm512_setzero_ps();
+            since = 0;
+        }
     }
 }
 
