@@ -48,7 +48,7 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
                                                        "dense_levels": min(3, len(feats))}},
         # the same within a quarter of the twin's weights (in 3D a dense conv has 27 taps against the lean 7)
         "LeanUNet EM design 2 dense": {"model_kwargs": lean | {"down": "maxpool", "up": "transpose",
-                                                                       "dense_levels": 2}},
+                                                               "dense_levels": min(2, len(feats))}},
         "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": feats}},
         "MONAI SegResNet": {"model": "monai_segresnet", "model_kwargs": {"init_filters": feats[0]}},
     }
