@@ -659,6 +659,9 @@ void lean_tile_f32(float *out, grid_t go, const float *in, grid_t gi, const floa
  * partial of the thread: partial (nthreads, cout * cinp + nt * coutp + coutp) with cinp, coutp the channel counts
  * rounded up to 16 (dW rows cinp long, then dS rows, then db), zeroed and reduced by the caller. */
 #define WG_TILE 32
+#ifndef BPF
+#define BPF 8
+#endif
 #ifndef WG_FLUSH
 #define WG_FLUSH 128
 #endif
@@ -867,9 +870,10 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
 static inline __attribute__((always_inline)) void bwd_tile_16(__m512 *restrict a, __m512 *restrict sk,
         __m512 *restrict sb, float *restrict o, int64_t os, const float *g, int64_t gs, const float *xc, int64_t xs,
         const float *const *gk, const float *const *xk, int64_t nt, const float *restrict wt,
-        const float *restrict taps, int64_t cin, int64_t cout, int64_t m, int64_t nx) {
+        const float *restrict taps, int64_t cin, int64_t cout, int64_t m, int64_t nx, const float *const *pf, int npf) {
     __mmask16 cm = lane_mask(cin), om = lane_mask(cout), tm = lane_mask(m);
     for (int64_t j = 0; j < nx; j++) {
+        for (int p = 0; p < npf; p++) _mm_prefetch((const char *)(pf[p] + (j + BPF) * gs), _MM_HINT_T0);
         const float *gp = g + j * gs;
         __m512 xv = _mm512_maskz_loadu_ps(cm, xc + j * xs), gv = _mm512_maskz_loadu_ps(om, gp);
         __m512 d[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()}; /* dx in two chains: half the latency */
@@ -919,16 +923,24 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
 #pragma GCC unroll 6
     for (int k = 0; k < 6; k++) sk[k] = _mm512_setzero_ps();
     int64_t since = 0;
+    const float *pf[4];
     for (int64_t x0 = 0, nx; x0 < w; x0 += nx) {
+        int npf = 0;
         int interior = x0 >= 1 && x0 < hi;
         nx = !interior ? 1 : hi - x0 < WG_TILE ? hi - x0 : WG_TILE;
         for (int k = 0; k < nt; k++) {
             int64_t rg = x0 - xoff[k], rx = x0 + xoff[k];
             gk[k] = gb[k] && rg >= 0 && rg < w ? gb[k] + rg * gg.ld : NULL;
             xk[k] = xb[k] && rx >= 0 && rx < w ? xb[k] + rx * gi.ld : NULL;
+            /* as tile_row's: prefetch the rows of g and x of the taps at least PF_BYTES away (in L2) */
+            if (BPF && interior && axis[k] != 2 && gi.ld == gg.ld &&
+                (axis[k] == 0 ? gg.h * w : w) * gg.ld * (int64_t)sizeof(float) >= PF_BYTES) {
+                if (gb[k] && npf < 4) pf[npf++] = gb[k] + x0 * gg.ld;
+                if (xb[k] && npf < 4) pf[npf++] = xb[k] + x0 * gi.ld;
+            }
         }
         bwd_tile_16(a, sk, &sb, dx + (row * w + x0) * gx.ld, gx.ld, g + (row * w + x0) * gg.ld, gg.ld,
-                    in + (row * w + x0) * gi.ld, gi.ld, gk, xk, nt, wt, taps, cin, cout, m, nx);
+                    in + (row * w + x0) * gi.ld, gi.ld, gk, xk, nt, wt, taps, cin, cout, m, nx, pf, npf);
         since += nx;
         if (since >= WG_FLUSH || x0 + nx >= w) {
 #pragma GCC unroll 16
