@@ -277,7 +277,10 @@ _OUTPUT_KINDS = {"nifti": ("nifti", "npy"), "folder": ("nifti", "npy"), "segy": 
 
 
 def _check_output_kind(output: Path, kind: str) -> None:
-    """Refuse, before any work, an output format that cannot hold a prediction of this kind of input."""
+    """Refuse, before any work, an output format that cannot hold a prediction of this kind of input. An input kind
+    that predict does not read (.npy, a single .dcm file) is left to the reader, whose message names the input."""
+    if kind not in _OUTPUT_KINDS:
+        return
     out_kind = kind_of(output)
     if out_kind not in _OUTPUT_KINDS.get(kind, ()):
         names = {"nifti": ".nii.gz", "npy": ".npy", "segy": ".sgy", "image": ".png"}

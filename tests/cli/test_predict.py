@@ -270,6 +270,15 @@ def test_bad_input(tmp_path, capsys, case):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before  # no file written or touched
 
 
+def test_npy_input_is_refused_by_name(tmp_path, capsys):
+    """.npy is an output format only: the one line says so, not an empty list of output formats."""
+    np.save(tmp_path / "x.npy", np.zeros((4, 4, 4), np.float32))
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels={"a": 0, "b": 1})
+    code, _, err = run(capsys, "predict", tmp_path / "x.npy", "-m", ckpt, "-o", tmp_path / "y.npy")
+    assert code == 2 and err.count("\n") == 1 and "x.npy: .npy is an output format only" in err, err
+    assert not (tmp_path / "y.npy").exists()
+
+
 def test_unknown_input_file_type(tmp_path, capsys):
     (tmp_path / "x.xyz").write_text("?")
     ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels={"a": 0, "b": 1})
