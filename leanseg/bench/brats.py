@@ -26,6 +26,7 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     feats = tuple(features)
     lean = {"features": feats, "conv": "lean", "down": "conv", "last_conv": None}  # the task's 3D design
     em = {"down": "maxpool", "last_conv": "dense"}  # the seg2d ablations' winners (README, B1 + B2)
+    em2026 = {"down": "maxpool", "up": "transpose"}  # with residual=False (the lean default) and dense levels
     return {
         "LeanUNet": {"model_kwargs": lean},
         "LeanUNet dense twin": {"model_kwargs": lean | {"conv": "dense"}},
@@ -43,12 +44,10 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
         "LeanUNet residual": {"model_kwargs": lean | {"residual": True}},
         "LeanUNet x2 residual": {"model_kwargs": lean | {"features": tuple(2 * f for f in feats), "residual": True}},
         # the seg2d default of 2026-12-04 carried to 3D: plain lean levels, dense 3x3x3s in the three finest levels,
-        # max pooling down, transposed convs up
-        "LeanUNet EM design": {"model_kwargs": lean | {"down": "maxpool", "up": "transpose",
-                                                       "dense_levels": min(3, len(feats))}},
-        # the same within a quarter of the twin's weights (in 3D a dense conv has 27 taps against the lean 7)
-        "LeanUNet EM design 2 dense": {"model_kwargs": lean | {"down": "maxpool", "up": "transpose",
-                                                               "dense_levels": min(2, len(feats))}},
+        # max pooling down, transposed convs up; and with two dense levels, within a quarter of the twin's weights
+        # (in 3D a dense conv has 27 taps against the lean 7)
+        "LeanUNet EM design": {"model_kwargs": lean | em2026 | {"dense_levels": min(3, len(feats))}},
+        "LeanUNet EM design 2 dense": {"model_kwargs": lean | em2026 | {"dense_levels": min(2, len(feats))}},
         "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": feats}},
         "MONAI SegResNet": {"model": "monai_segresnet", "model_kwargs": {"init_filters": feats[0]}},
     }

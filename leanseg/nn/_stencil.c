@@ -547,15 +547,14 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
     const float *crow = in + ((n * gi.d + z * mul) * gi.h + y * mul) * gi.w * gi.ld;                          \
     const float *base[6], *tp[6];                                                                             \
     int64_t xoff[6];                                                                                          \
-    int nt = 0, nz = 0;                                                                                       \
-    const float *zb[4];                                                                                       \
+    int nt = 0, nf = 0;                                                                                       \
+    const float *far[4];                                                                                      \
     for (int k = 0; k < nt0; k++) {                                                                           \
         int64_t rz = source_coord(z, mul, 1, axis[k] == 0 ? sign[k] : 0, gi.d);                               \
         int64_t ry = source_coord(y, mul, 1, axis[k] == 1 ? sign[k] : 0, gi.h);                               \
         if (rz < 0 || ry < 0) continue; /* a row outside the input: the tap adds nothing to this row */       \
         base[nt] = in + ((n * gi.d + rz) * gi.h + ry) * gi.w * gi.ld;                                         \
-        if (PF_DIST && mul == 1 && axis[k] != 2 && labs(base[nt] - crow) * 4 >= PF_BYTES)                     \
-            zb[nz++] = base[nt]; /* stride 2: no gain measured */                                             \
+        if (mul == 1 && far_row(axis[k], gi.h, gi.w, gi.ld)) far[nf++] = base[nt]; /* stride 2: no gain */   \
         xoff[nt] = axis[k] == 2 ? sign[k] : 0;                                                                \
         tp[nt++] = taps + k * NB * 16;                                                                        \
     }                                                                                                         \
@@ -572,9 +571,9 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
         if (!rs && x >= lo && x < hi && x + TILE_##NB > hi && hi - lo >= TILE_##NB) x = hi - TILE_##NB;        \
         if (x >= lo && x + TILE_##NB <= hi) {                                                                      \
             for (int k = 0; k < nt; k++) tk[k] = base[k] + (x * mul + xoff[k]) * gi.ld;                       \
-            for (int k = 0; k < nz; k++) /* the far tap rows (in L2, not L1), PF_DIST tiles ahead */          \
-                for (int64_t f = 0; f < TILE_##NB * sstep; f += 16) /* each line of the tile PF_DIST ahead */   \
-                    _mm_prefetch((const char *)(zb[k] + (x + PF_DIST * TILE_##NB) * sstep + f), _MM_HINT_T0);  \
+            for (int k = 0; k < nf; k++) /* each line of the tile PF_DIST tiles ahead in the far tap rows */    \
+                for (int64_t f = 0; f < TILE_##NB * sstep; f += 16)                                           \
+                    _mm_prefetch((const char *)(far[k] + (x + PF_DIST * TILE_##NB) * sstep + f), _MM_HINT_T0); \
             TILE_FN(NB, TILE_##NB)(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin,  \
                                    mb, mmask, omask, rs, stream);                                                     \
             x += TILE_##NB;                                                                                    \
@@ -599,6 +598,12 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
 #ifndef PF_BYTES
 #define PF_BYTES 16384
 #endif
+/* Whether the rows of a tap along axis (0: z, 1: y, 2: x) lie at least PF_BYTES from the row being computed, on a
+ * stride-1 grid of h x w voxels of ld floats: then they come from L2 and are worth prefetching (lean_tile_f32's
+ * rows in tiles PF_DIST ahead, lean_bwd_f32's one line per voxel BPF ahead). */
+static inline int far_row(int64_t axis, int64_t h, int64_t w, int64_t ld) {
+    return PF_DIST && axis != 2 && (axis == 0 ? h * w : w) * ld * (int64_t)sizeof(float) >= PF_BYTES;
+}
 /* voxels per tile for NB blocks of outputs: DX * NB accumulators, with W's NB vectors, fit the 32 registers */
 #define TILE_1 8
 #define TILE_2 6
@@ -932,9 +937,7 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
             int64_t rg = x0 - xoff[k], rx = x0 + xoff[k];
             gk[k] = gb[k] && rg >= 0 && rg < w ? gb[k] + rg * gg.ld : NULL;
             xk[k] = xb[k] && rx >= 0 && rx < w ? xb[k] + rx * gi.ld : NULL;
-            /* as tile_row's: prefetch the rows of g and x of the taps at least PF_BYTES away (in L2) */
-            if (BPF && interior && axis[k] != 2 && gi.ld == gg.ld &&
-                (axis[k] == 0 ? gg.h * w : w) * gg.ld * (int64_t)sizeof(float) >= PF_BYTES) {
+            if (BPF && interior && gi.ld == gg.ld && far_row(axis[k], gg.h, w, gg.ld)) {
                 if (gb[k] && npf < 4) pf[npf++] = gb[k] + x0 * gg.ld;
                 if (xb[k] && npf < 4) pf[npf++] = xb[k] + x0 * gi.ld;
             }
