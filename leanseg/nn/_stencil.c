@@ -871,11 +871,14 @@ void lean_wgrad_f32(double *partial, const float *g, grid_t gg, const float *in,
  * from one loop. dW, dS and db are summed in registers as in wgrad_tile_16 and added to the float64 partials at
  * the end. o: dx's first voxel (step os); g, xc: g's and x's (steps gs, xs); gk[k]: g at the source of dx's
  * adjoint tap k for the first voxel, xk[k]: x at dS's tap k (step gs, xs; NULL: the tap is outside for every
- * voxel of the tile); wt (cout, 16) W zero-padded, taps (nt, 16) S^T zero-padded. */
+ * voxel of the tile); wt (cout, 16) W zero-padded, taps (nt, 16) S^T zero-padded. A tap k in neg (bit k), one
+ * that reads x(p - e), takes its dS from the same pairs shifted by e: sum_q g(q + e) x(q), where g(q + e) is the
+ * adjoint tap's source already loaded for dx and x(q) the centre, so its row of x is never read (xk[k] unused). */
 static inline __attribute__((always_inline)) void bwd_tile_16(__m512 *restrict a, __m512 *restrict sk,
         __m512 *restrict sb, float *restrict o, int64_t os, const float *g, int64_t gs, const float *xc, int64_t xs,
         const float *const *gk, const float *const *xk, int64_t nt, const float *restrict wt,
-        const float *restrict taps, int64_t cin, int64_t cout, int64_t m, int64_t nx, const float *const *pf, int npf) {
+        const float *restrict taps, int64_t cin, int64_t cout, int64_t m, int64_t nx, const float *const *pf, int npf,
+        int neg) {
     __mmask16 cm = lane_mask(cin), om = lane_mask(cout), tm = lane_mask(m);
     for (int64_t j = 0; j < nx; j++) {
         for (int p = 0; p < npf; p++) _mm_prefetch((const char *)(pf[p] + (j + BPF) * gs), _MM_HINT_T0);
@@ -893,10 +896,12 @@ static inline __attribute__((always_inline)) void bwd_tile_16(__m512 *restrict a
 #pragma GCC unroll 6
         for (int k = 0; k < 6; k++) {
             if (k >= nt) break;
-            if (gk[k])
-                d[k & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(taps + 16 * k), _mm512_maskz_loadu_ps(tm, gk[k] + j * gs),
-                                           d[k & 1]);
-            if (xk[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, xk[k] + j * xs), sk[k]);
+            if (gk[k]) {
+                __m512 gt = _mm512_maskz_loadu_ps(tm, gk[k] + j * gs);
+                d[k & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(taps + 16 * k), gt, d[k & 1]);
+                if (neg >> k & 1) sk[k] = _mm512_fmadd_ps(gt, xv, sk[k]);
+            }
+            if (!(neg >> k & 1) && xk[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, xk[k] + j * xs), sk[k]);
         }
         _mm512_mask_storeu_ps(o + j * os, cm, _mm512_add_ps(d[0], d[1]));
     }
@@ -911,13 +916,15 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
     int64_t n = row / (gg.d * gg.h), z = (row / gg.h) % gg.d, y = row % gg.h, w = gg.w;
     const float *gb[6], *xb[6], *gk[6], *xk[6];
     int64_t xoff[6];
+    int neg = 0;
     for (int k = 0; k < nt; k++) {
         int64_t s0 = axis[k] == 0 ? sign[k] : 0, s1 = axis[k] == 1 ? sign[k] : 0;
         int64_t gz = source_coord(z, 1, 1, -s0, gg.d), gy = source_coord(y, 1, 1, -s1, gg.h); /* adjoint: -e_k */
         int64_t xz = source_coord(z, 1, 1, s0, gi.d), xy = source_coord(y, 1, 1, s1, gi.h);
         gb[k] = gz < 0 || gy < 0 ? NULL : g + ((n * gg.d + gz) * gg.h + gy) * w * gg.ld;
-        xb[k] = xz < 0 || xy < 0 ? NULL : in + ((n * gi.d + xz) * gi.h + xy) * w * gi.ld;
+        xb[k] = xz < 0 || xy < 0 || sign[k] < 0 ? NULL : in + ((n * gi.d + xz) * gi.h + xy) * w * gi.ld;
         xoff[k] = axis[k] == 2 ? sign[k] : 0;
+        neg |= (sign[k] < 0) << k; /* dS from g(q + e) x(q): x's row at -e is not read */
     }
     int64_t hi = w >= 2 ? w - 1 : 0;
     /* dW, dS and db of the row in float32 registers, added to the float64 partials every WG_FLUSH voxels: once per
@@ -943,7 +950,7 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
             }
         }
         bwd_tile_16(a, sk, &sb, dx + (row * w + x0) * gx.ld, gx.ld, g + (row * w + x0) * gg.ld, gg.ld,
-                    in + (row * w + x0) * gi.ld, gi.ld, gk, xk, nt, wt, taps, cin, cout, m, nx, pf, npf);
+                    in + (row * w + x0) * gi.ld, gi.ld, gk, xk, nt, wt, taps, cin, cout, m, nx, pf, npf, neg);
         since += nx;
         if (since >= WG_FLUSH || x0 + nx >= w) {
 #pragma GCC unroll 16
