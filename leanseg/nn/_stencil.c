@@ -907,6 +907,11 @@ static inline __attribute__((always_inline)) void bwd_tile_16(__m512 *restrict a
     }
 }
 
+/* bwd_tile_full's prefetch distance in voxels. In-process A/B of whole forward + backward passes through lean_conv,
+ * 3D 64^3, 16 channels, two threads, both orders: 16 and 64 voxels each 0.96x the time of none. */
+#ifndef FPD
+#define FPD 64
+#endif
 /* bwd_tile_16 for the common case, straight-line: 16 channels in and out with 16 floats a voxel, every tap inside,
  * the taps in _taps' order (-e, +e per axis; 4 in 2D, 6 in 3D). The x-taps are the centre's neighbours (+-16 floats),
  * so only the y- and z-rows need pointers: gk the adjoint taps' rows of g (k < nt - 2), xk[k] (k odd) x's rows at
@@ -922,6 +927,11 @@ static inline __attribute__((always_inline)) void bwd_tile_full(__m512 *restrict
     const float *x1 = xk[1], *x3 = nt == 6 ? xk[3] : NULL;
     for (int64_t j = 0; j < nx; j++) {
         const float *gp = g + 16 * j, *xp = xc + 16 * j;
+        /* the rows at +e of the outermost axis (z in 3D, y in 2D) are the data no earlier row has read: one line
+         * of each FPD voxels ahead, across the row's end into the next (each row is its own 4 KB page at 64^3, where
+         * the hardware prefetcher stops) */
+        _mm_prefetch((const char *)(g0 + 16 * (j + FPD)), _MM_HINT_T0);
+        _mm_prefetch((const char *)(x1 + 16 * (j + FPD)), _MM_HINT_T0);
         __m512 xv = _mm512_loadu_ps(xp), gv = _mm512_loadu_ps(gp);
         __m512 d0 = _mm512_setzero_ps(), d1 = _mm512_setzero_ps();
 #pragma GCC unroll 16
