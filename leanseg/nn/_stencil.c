@@ -565,6 +565,12 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
     if (hi > go.w) hi = go.w;                                                                                 \
     if (hi < lo) hi = lo;                                                                                     \
     const float *tk[6];                                                                                       \
+    /* The common case of 16 channels, every tap row inside, no bias or statistics, runs the tile with constant   \
+     * arguments, so its channel, tap, mask, bias and statistics tests fold away: forward through lean_conv,     \
+     * in-process A/B in both orders on the 2-core AMD EPYC, two threads, 0.95x the time at 3D 64^3 and 2D 512^2  \
+     * (one thread: unchanged). */                                                                            \
+    int full = NB == 1 && nt == nt0 && (nt0 == 6 || nt0 == 4) && cin == 16 && m == 16 && cout == 16 && !bias && \
+               !rs && sstep == 16 && go.ld == 16;                                                             \
     for (int64_t x = 0; x < go.w;) {                                                                          \
         /* the interior's last partial tile: a whole tile ending at hi, recomputing (identically) voxels already \
          * stored, instead of up to TILE - 1 single voxels; not with stats, which would count them twice */     \
@@ -574,8 +580,15 @@ static void tile_row_##NB(float *restrict po, grid_t go, const float *restrict i
             for (int k = 0; k < nf; k++) /* each line of the tile PF_DIST tiles ahead in the far tap rows */    \
                 for (int64_t f = 0; f < TILE_##NB * sstep; f += 16)                                           \
                     _mm_prefetch((const char *)(far[k] + (x + PF_DIST * TILE_##NB) * sstep + f), _MM_HINT_T0); \
-            TILE_FN(NB, TILE_##NB)(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias, cin,  \
-                                   mb, mmask, omask, rs, stream);                                                     \
+            if (full && stream) /* constant arguments: the tile's tests fold away (see full) */                 \
+                TILE_FN(NB, TILE_##NB)(po + x * 16, 16, crow + x * 16, 16, tk, tp, nt0 == 6 ? 6 : 4, wt, NULL, 16, \
+                                       1, 0xFFFF, 0xFFFF, NULL, 1);                                           \
+            else if (full)                                                                                    \
+                TILE_FN(NB, TILE_##NB)(po + x * 16, 16, crow + x * 16, 16, tk, tp, nt0 == 6 ? 6 : 4, wt, NULL, 16, \
+                                       1, 0xFFFF, 0xFFFF, NULL, 0);                                           \
+            else                                                                                              \
+                TILE_FN(NB, TILE_##NB)(po + x * go.ld, go.ld, crow + x * sstep, sstep, tk, tp, nt, wt, bias,   \
+                                       cin, mb, mmask, omask, rs, stream);                                    \
             x += TILE_##NB;                                                                                    \
         } else {                                                                                              \
             for (int k = 0; k < nt; k++) {                                                                    \

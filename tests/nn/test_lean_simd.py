@@ -99,15 +99,19 @@ def test_one_pass_backward_is_used(monkeypatch):
 _bwd = _cpu._bwd
 
 
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("size,cin,cout", [((7, 61), 16, 16), ((3, 5, 45), 20, 32), ((4, 3, 40), 16, 64)])
-def test_streamed_stores_and_prefetch(monkeypatch, stride, size, cin, cout):
+@pytest.mark.parametrize(
+    "size,cin,cout", [((7, 61), 16, 16), ((3, 5, 45), 20, 32), ((4, 3, 40), 16, 64), ((3, 4, 37), 16, 16)]
+)
+def test_streamed_stores_and_prefetch(monkeypatch, bias, stride, size, cin, cout):
     """With every output streamed (the threshold at 0 bytes; rows of several tiles, odd ends), the forward and
-    the adjoint still match float64; outputs whose channels are not whole blocks of 16 are not streamed."""
+    the adjoint still match float64; outputs whose channels are not whole blocks of 16 are not streamed. 16 -> 16
+    without bias is the tile run with constant arguments."""
     monkeypatch.setattr(_cpu, "STREAM_BYTES", 0)
     x = torch.empty(2, 3, 16)
     assert _cpu._stream(torch.empty(2, 3, 32), x) and not _cpu._stream(torch.empty(2, 3, 19), x)
-    _check_against_float64(size, cin, cout, stride)
+    _check_against_float64(size, cin, cout, stride, bias)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
