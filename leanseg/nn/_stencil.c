@@ -1025,7 +1025,8 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
             }
         }
         int full = interior && cin == 16 && cout == 16 && m == 16 && gx.ld == 16 && gg.ld == 16 &&
-                   gi.ld == 16 && ((nt == 6 && neg == 0x15) || (nt == 4 && neg == 0x5));
+                   gi.ld == 16 && ((nt == 6 && neg == 0x15) || (nt == 4 && neg == 0x5)) && axis[nt - 2] == 2 &&
+                   axis[nt - 1] == 2; /* _taps' order, which bwd_tile_full assumes */
         for (int k = 0; k < nt; k++) full = full && gk[k] && (xk[k] || (neg >> k & 1));
         if (full && nt == 6)
             bwd_tile_full(a, sk, &sb, dx + (row * w + x0) * 16, g + (row * w + x0) * 16, in + (row * w + x0) * 16,
