@@ -914,7 +914,7 @@ static inline __attribute__((always_inline)) void bwd_tile_16(__m512 *restrict a
                 d[k & 1] = _mm512_fmadd_ps(_mm512_loadu_ps(taps + 16 * k), gt, d[k & 1]);
                 if (neg >> k & 1) sk[k] = _mm512_fmadd_ps(gt, xv, sk[k]);
             }
-            if (!(neg >> k & 1) && xk[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, xk[k] + j * xs), sk[k]);
+            if (xk[k]) sk[k] = _mm512_fmadd_ps(gv, _mm512_maskz_loadu_ps(tm, xk[k] + j * xs), sk[k]); /* not in neg */
         }
         _mm512_mask_storeu_ps(o + j * os, cm, _mm512_add_ps(d[0], d[1]));
     }
@@ -1002,6 +1002,11 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
         neg |= (sign[k] < 0) << k; /* dS from g(q + e) x(q): x's row at -e is not read */
     }
     int64_t hi = w >= 2 ? w - 1 : 0;
+    /* the row's interior tiles take bwd_tile_full: 16 channels of 16 floats, the taps in _taps' order (which
+     * bwd_tile_full assumes) and every tap row inside (an interior tile's x-taps always are) */
+    int full = cin == 16 && cout == 16 && m == 16 && gx.ld == 16 && gg.ld == 16 && gi.ld == 16 &&
+               ((nt == 6 && neg == 0x15) || (nt == 4 && neg == 0x5)) && axis[nt - 2] == 2 && axis[nt - 1] == 2;
+    for (int k = 0; k < nt; k++) full = full && gb[k] && (xb[k] || (neg >> k & 1));
     /* dW, dS and db of the row in float32 registers, added to the float64 partials every WG_FLUSH voxels: once per
      * row of up to that many, not once per tile (the row's two end voxels are tiles of their own) */
     __m512 a[16], sk[6], sb = _mm512_setzero_ps();
@@ -1024,14 +1029,10 @@ static void bwd_row_16(double *restrict dw, double *restrict ds, double *restric
                 if (xb[k] && npf < 4) pf[npf++] = xb[k] + x0 * gi.ld;
             }
         }
-        int full = interior && cin == 16 && cout == 16 && m == 16 && gx.ld == 16 && gg.ld == 16 &&
-                   gi.ld == 16 && ((nt == 6 && neg == 0x15) || (nt == 4 && neg == 0x5)) && axis[nt - 2] == 2 &&
-                   axis[nt - 1] == 2; /* _taps' order, which bwd_tile_full assumes */
-        for (int k = 0; k < nt; k++) full = full && gk[k] && (xk[k] || (neg >> k & 1));
-        if (full && nt == 6)
+        if (full && interior && nt == 6)
             bwd_tile_full(a, sk, &sb, dx + (row * w + x0) * 16, g + (row * w + x0) * 16, in + (row * w + x0) * 16,
                           gk, xk, 6, wt, taps, nx);
-        else if (full)
+        else if (full && interior)
             bwd_tile_full(a, sk, &sb, dx + (row * w + x0) * 16, g + (row * w + x0) * 16, in + (row * w + x0) * 16,
                           gk, xk, 4, wt, taps, nx);
         else
