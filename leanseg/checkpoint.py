@@ -31,7 +31,7 @@ FORMAT = "leanseg-checkpoint"
 MAX_WEIGHTS = 500_000_000
 VERSION = 1
 _KEY = "leanseg"  # the safetensors metadata entry that holds the JSON config
-NORMALIZATIONS = ("none", "zscore", "fixed")
+NORMALIZATIONS = ("none", "zscore", "fixed", "ct")
 
 
 @dataclass(frozen=True)
@@ -40,25 +40,38 @@ class Normalization:
 
     ``zscore``: per channel, from the volume's own robust statistics (``leanseg.normalize``; ``nonzero``: over
     non-zero voxels only, the brain of a skull-stripped scan, leaving the background at 0). ``fixed``: per-channel
-    ``mean``/``std`` (CIFAR).
+    ``mean``/``std`` (CIFAR). ``ct``: nnU-Net's CT scheme, the same for every case: clip to ``low``/``high`` (the
+    training foreground's 0.5 and 99.5 percentiles), then subtract ``mean`` and divide by ``std`` (of the clipped
+    foreground), per channel.
     """
 
     kind: str = "none"
     nonzero: bool = False
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.kind not in NORMALIZATIONS:
             raise LeanSegError(f"normalization {self.kind!r} is unknown; choose from {', '.join(NORMALIZATIONS)}")
-        if self.kind == "fixed":
-            mean, std = tuple(self.mean), tuple(self.std)
-            if not mean or len(mean) != len(std) or not all(isinstance(v, int | float) for v in mean + std):
-                raise LeanSegError(f"fixed normalization needs numbers mean and std of one length, got {mean}, {std}")
-            if min(abs(s) for s in std) == 0:
-                raise LeanSegError(f"fixed normalization std {std} has a zero")
-            object.__setattr__(self, "mean", tuple(float(v) for v in mean))
-            object.__setattr__(self, "std", tuple(float(v) for v in std))
+        if self.kind in ("fixed", "ct"):
+            import math
+
+            names = ("mean", "std", "low", "high") if self.kind == "ct" else ("mean", "std")
+            values = {n: tuple(getattr(self, n)) for n in names}
+            lengths = {len(v) for v in values.values()}
+            numbers = all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+                          for v in values.values() for x in v)
+            if not values["mean"] or len(lengths) != 1 or not numbers:
+                raise LeanSegError(f"{self.kind} normalization needs finite numbers {', '.join(names)} of one "
+                                   f"length, got {', '.join(str(list(v)) for v in values.values())}")
+            if min(abs(s) for s in values["std"]) == 0:
+                raise LeanSegError(f"{self.kind} normalization std {values['std']} has a zero")
+            if self.kind == "ct" and any(lo > hi for lo, hi in zip(values["low"], values["high"], strict=True)):
+                raise LeanSegError(f"ct normalization low {values['low']} above high {values['high']}")
+            for n, v in values.items():
+                object.__setattr__(self, n, tuple(float(x) for x in v))
 
     @classmethod
     def parse(cls, spec) -> Normalization:
@@ -69,18 +82,25 @@ class Normalization:
             return cls(kind=spec)
         if not isinstance(spec, Mapping):
             raise LeanSegError(f"normalization must be a name or an object, got {spec!r}")
-        unknown = set(spec) - {"kind", "nonzero", "mean", "std"}
+        unknown = set(spec) - {"kind", "nonzero", "mean", "std", "low", "high"}
         if unknown:
             raise LeanSegError(f"normalization has unknown fields {sorted(unknown)}")
-        return cls(kind=spec.get("kind", "none"), nonzero=bool(spec.get("nonzero", False)),
-                   mean=tuple(spec.get("mean", ())), std=tuple(spec.get("std", ())))
+        lists = {}
+        for name in ("mean", "std", "low", "high"):
+            value = spec.get(name, ())
+            if not isinstance(value, list | tuple):
+                raise LeanSegError(f"normalization {name} must be a list of numbers, got {value!r}")
+            lists[name] = tuple(value)
+        return cls(kind=spec.get("kind", "none"), nonzero=bool(spec.get("nonzero", False)), **lists)
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {"kind": self.kind}
         if self.nonzero:
             out["nonzero"] = True
-        if self.kind == "fixed":
+        if self.kind in ("fixed", "ct"):
             out |= {"mean": list(self.mean), "std": list(self.std)}
+        if self.kind == "ct":
+            out |= {"low": list(self.low), "high": list(self.high)}
         return out
 
     def transform(self, stats_from=None, keys: str | Sequence[str] | None = None):
@@ -96,8 +116,11 @@ class Normalization:
 
             kwargs: dict[str, Any] = {"subtrahend": list(self.mean), "divisor": list(self.std), "channel_wise": True}
             return NormalizeIntensityd(keys, **kwargs) if keys is not None else NormalizeIntensity(**kwargs)
-        from leanseg.normalize import ZScore, volume_stats
+        from leanseg.normalize import ChannelStats, ZScore, volume_stats
 
+        if self.kind == "ct":  # fixed statistics: every volume (and every window of a stream) the same way
+            fixed = [ChannelStats(*v) for v in zip(self.low, self.high, self.mean, self.std, strict=True)]
+            return ZScore(False, stats=fixed, keys=keys)
         stats = volume_stats(stats_from, self.nonzero) if stats_from is not None else None
         return ZScore(self.nonzero, stats=stats, keys=keys)
 
@@ -169,8 +192,9 @@ class CheckpointMeta:
         if self.window is not None and self.spatial_dims is not None and len(self.window) != self.spatial_dims:
             raise LeanSegError(f"checkpoint 'window' {list(self.window)} does not fit a {self.spatial_dims}D model")
         channels = self.in_channels
-        if self.normalization.kind == "fixed" and channels is not None and len(self.normalization.mean) != channels:
-            raise LeanSegError(f"checkpoint fixed normalization has {len(self.normalization.mean)} values for "
+        kind = self.normalization.kind
+        if kind in ("fixed", "ct") and channels is not None and len(self.normalization.mean) != channels:
+            raise LeanSegError(f"checkpoint {kind} normalization has {len(self.normalization.mean)} values for "
                                f"{channels} input channels")
 
     # -------------------------------------------------------------------------------------------------- views
