@@ -22,7 +22,10 @@ def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str
     """save_file to ``path`` via a temporary sibling and os.replace (atomic on POSIX and Windows)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        # clone: safetensors refuses tensors that share memory, and some networks (MONAI's DynUNet) reach one
+        # module under two names in their state_dict
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
