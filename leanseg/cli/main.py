@@ -19,10 +19,12 @@ from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
 from leanseg.cli.bench_export import bench_export
 from leanseg.cli.bench_faults import bench_faults
+from leanseg.cli.bench_msd import bench_msd
 from leanseg.cli.bench_predict import bench_predict
 from leanseg.cli.bench_seg2d import bench_seg2d
 from leanseg.cli.bench_stream import bench_stream
 from leanseg.cli.bench_unet import bench_unet
+from leanseg.cli.crossval_cmd import crossval_cmd
 from leanseg.cli.demo_cmd import demo_cmd
 from leanseg.cli.evaluate_cmd import evaluate_cmd
 from leanseg.cli.export_cmd import export_cmd
@@ -48,6 +50,7 @@ app.command("train")(train_cmd)
 app.command("demo")(demo_cmd)
 app.command("predict")(predict_cmd)
 app.command("evaluate")(evaluate_cmd)
+app.command("crossval")(crossval_cmd)
 app.command("postprocess-select")(postprocess_select_cmd)
 app.command("export")(export_cmd)
 bench_app.command("conv")(bench_conv)
@@ -58,6 +61,7 @@ bench_app.command("predict")(bench_predict)
 bench_app.command("export")(bench_export)
 bench_app.command("faults")(bench_faults)
 bench_app.command("seg2d")(bench_seg2d)
+bench_app.command("msd")(bench_msd)
 
 
 def _note(message, category, filename, lineno, file=None, line=None):
@@ -66,8 +70,14 @@ def _note(message, category, filename, lineno, file=None, line=None):
     print(f"leanseg: {tag}: {message}", file=sys.stderr)
 
 
+class Terminated(BaseException):
+    """SIGTERM (kill, a batch scheduler's time limit), raised in the main thread so that everything unwinds as for
+    Ctrl-C (partial outputs removed) and the command exits 143. A BaseException, so typer does not turn it into a
+    return value, and no ``except Exception`` swallows it."""
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,17 +89,24 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
     try:
-        app(args=argv, standalone_mode=False)
+        # in non-standalone mode typer returns the exit code of a KeyboardInterrupt (130) instead of raising it
+        code = app(args=argv, standalone_mode=False)
     except LeanSegError as err:
         print(f"leanseg: error: {err}", file=sys.stderr)
         return 2
     except (typer.Abort, KeyboardInterrupt):
-        print("leanseg: aborted", file=sys.stderr)
+        print("leanseg: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("leanseg: interrupted (SIGTERM)", file=sys.stderr)
+        return 143
     except typer.Exit as ex:
         return ex.exit_code
     except typer.TyperException as err:  # usage errors: unknown option, bad value, missing argument
         show = getattr(err, "show", None)
         show() if show else print(f"leanseg: error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
-    return 0
+    if code == 130:  # Ctrl-C, which typer caught: a run that did not finish never reports success
+        print("leanseg: interrupted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0

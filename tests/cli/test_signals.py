@@ -1,0 +1,79 @@
+"""Ctrl-C (SIGINT) and SIGTERM end a command with exit 130 / 143 and one line, never with success; nothing
+half-written is left under the output's name."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+CLI = [sys.executable, "-c", "import sys; from leanseg.cli.main import main; sys.exit(main())"]
+
+
+def _interrupt(argv, ready, sig, timeout=120.0):
+    """Start the CLI, wait until ``ready()`` holds, send ``sig``; returns (exit code, stderr)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(CLI + [str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    start = time.monotonic()
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the command ended before the signal: {proc.stderr.read() if proc.stderr else ''}")
+            if time.monotonic() - start > timeout:
+                pytest.fail("the command never got ready")
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err.strip()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_training_does_not_report_success(tmp_path, sig, code):
+    out = tmp_path / "run"
+    argv = ["train", "--task", "dataset", "--synthetic", "6", "--epochs", "500", "--features", "4,8", "-o", out,
+            "--window", "16", "--no-postprocess"]
+    rc, err = _interrupt(argv, lambda: (out / "metrics.csv").exists(), sig)
+    assert rc == code, err
+    assert err.splitlines()[-1].startswith("leanseg: interrupted"), err
+    assert (out / "train_state.safetensors").is_file()  # what --resume continues from
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_predict_leaves_no_output(tmp_path, sig, code):
+    import torch
+
+    import leanseg
+    from leanseg.models import create
+
+    torch.manual_seed(0)
+    net = create("lean_unet", spatial_dims=3, in_channels=1, out_channels=2, features=(4, 8))
+    model = tmp_path / "m.safetensors"
+    leanseg.save_model(net, model, labels={"background": 0, "fg": 1}, window=[16, 16, 16])
+    image = tmp_path / "big.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(128, 128, 96)).astype(np.float32), np.eye(4)),
+             image)
+    output = tmp_path / "pred.nii.gz"
+    started = tmp_path / "started"
+
+    def ready():  # the model file was opened and a second has passed: predict is in its sliding window
+        if not started.exists():
+            started.write_text("")
+            return False
+        return time.time() - started.stat().st_mtime > 3
+
+    rc, err = _interrupt(["predict", image, "-m", model, "-o", output, "--tta", "--overlap", "0.75", "--no-progress"],
+                         ready, sig)
+    assert rc == code, err
+    assert err.splitlines()[-1].startswith("leanseg: interrupted"), err
+    assert not output.exists()
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
