@@ -299,6 +299,35 @@ def _hard_brats_scan(rng: np.random.Generator, tissue: np.ndarray, brain: np.nda
     return image
 
 
+def two_part_phantom(rng: np.random.Generator, size: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A hippocampus-like case: a curved, tapering tube (label 1 its anterior head, 2 its posterior tail) in a
+    textured grey background with a brighter neighbouring structure that is not labelled. Position, bend, length,
+    thickness and contrast are random. Returns ``((1, X, Y, Z) float32, (X, Y, Z) uint8)`` on a grid of about
+    ``size`` x 1.25 ``size`` x ``size`` voxels (MSD hippocampus crops are longer along y)."""
+    shape = (size, int(round(size * 1.25)), size)
+    x, y, z = _grid(shape)
+    length = rng.uniform(0.55, 0.75) * shape[1]
+    y0 = (shape[1] - length) / 2 + rng.uniform(-0.1, 0.1) * shape[1]
+    t = np.clip((y - y0) / length, 0.0, 1.0)  # position along the tube, 0 head .. 1 tail
+    bend = rng.uniform(-0.25, 0.25, size=2) * size
+    cx = size / 2 + rng.uniform(-0.1, 0.1) * size + bend[0] * (t - 0.5) ** 2 * 4
+    cz = size / 2 + rng.uniform(-0.1, 0.1) * size + bend[1] * np.sin(np.pi * t)
+    radius = (rng.uniform(0.12, 0.18) * (1.0 - 0.5 * t) + 0.03) * size  # thick head, thin tail
+    inside = ((x - cx) ** 2 + (z - cz) ** 2 <= radius**2) & (y >= y0) & (y <= y0 + length)
+    split = rng.uniform(0.35, 0.55)
+    label = np.zeros(shape, np.uint8)
+    label[inside & (t < split)] = 1
+    label[inside & (t >= split)] = 2
+    # background texture, a brighter unlabelled neighbour (the ventricle's wall), the tube slightly darker than it
+    image = 0.4 + 0.15 * smooth_field(rng, shape, cells=5)
+    neighbour = ((x - cx - 1.6 * radius) ** 2 + (z - cz) ** 2 <= (0.6 * radius) ** 2) & (t > 0.1) & (t < 0.9)
+    image[neighbour] = rng.uniform(0.8, 1.0)
+    image[label > 0] = rng.uniform(0.6, 0.75) + 0.05 * smooth_field(rng, shape)[label > 0]
+    image = ndimage.gaussian_filter(image, rng.uniform(0.6, 1.2))
+    image = image * rng.uniform(50, 300) + rng.normal(0, rng.uniform(3, 12), shape)
+    return image[None].astype(np.float32), label
+
+
 def ricker(peak_hz: float, dt: float = 0.002, half_len: int = 25) -> np.ndarray:
     """The Ricker (Mexican hat) wavelet with peak frequency ``peak_hz`` sampled every ``dt`` seconds."""
     t = np.arange(-half_len, half_len + 1) * dt

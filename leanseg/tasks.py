@@ -132,6 +132,15 @@ class Task:
         self.config = dataclasses.replace(self.config, spacing=spacing)
         return spacing
 
+    def plan_report(self, out: Path) -> str | None:
+        """A table of what the task settled from the data (a plan), written beside the checkpoints in ``out`` and
+        printed before training; default: none."""
+        return None
+
+    def cache_cases(self, cases: list[dict]) -> bool:
+        """Whether training keeps the preprocessed cases in memory; default: when there are at most 64."""
+        return len(cases) <= 64
+
     def synthetic_window(self) -> tuple[int, ...]:
         """Synthetic volumes are small: a window no larger than the volume, a multiple of 16 for 4 network levels."""
         return tuple(min(w, max(16, self.config.synthetic_size // 16 * 16)) for w in self.config.window)
@@ -154,8 +163,9 @@ class Task:
     def checkpoint_fields(self) -> dict:
         """What ``leanseg predict`` needs besides the model: channels, labels or regions, normalisation, window."""
         spacing = self.config.spacing
+        window = self.config.window  # None until a planning task has planned it
         return {"task": self.name, "channels": list(self.config.channels), **self.label_manager.to_json(),
-                "normalization": self.config.normalization, "window": list(self.config.window),
+                "normalization": self.config.normalization, **({"window": list(window)} if window else {}),
                 **({"spacing": list(spacing)} if isinstance(spacing, tuple) else {})}
 
     def normalize_transform(self, keys: str = "image"):

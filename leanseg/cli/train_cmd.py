@@ -15,8 +15,10 @@ _TASKS = "; ".join(f"{name}: {desc}" for name, desc in describe().items())
 
 
 def train_cmd(
-    task: str = typer.Option(..., "--task", "-t", help=f"task to train. {_TASKS}"),
-    data: Path = typer.Option(None, "--data", "-d", help="folder of cases (layouts: see data_cards/)"),
+    task: str = typer.Option(None, "--task", "-t", help=f"task to train (default: dataset when --data holds a "
+                             f"dataset.json). {_TASKS}"),
+    data: Path = typer.Option(None, "--data", "-d", help="folder of cases: an MSD or nnU-Net v2 dataset (with its "
+                              "dataset.json) needs no --task; other layouts: see data_cards/"),
     synthetic: int = typer.Option(None, "--synthetic", help="train on N generated cases instead of --data"),
     model: str = typer.Option(None, help="registry model (default: the task's, e.g. lean_unet)"),
     features: str = typer.Option(None, help="model widths per level, e.g. 16,32,64,128"),
@@ -35,11 +37,25 @@ def train_cmd(
                                      "rules on the validation cases (as nnU-Net does) and store them in best"),
     spacing: str = typer.Option(None, help="voxel size in mm cases are resampled to and the checkpoint records: "
                                 "'1,1,1', 'median' (of the cases) or 'none' (default: the task's; brats: median)"),
+    fold: str = typer.Option(None, "--fold", "-f", help="cross-validation fold 0-4 (a seeded 5-fold split in "
+                             "OUT/splits.json, made once, reused) or 'all' (every case trains); the run goes to "
+                             "OUT/fold_K"),
+    val_every: int = typer.Option(1, "--val-every", help="epochs between validations (best.safetensors is the best "
+                                  "validated epoch; --val-every EPOCHS keeps the last, as nnU-Net does)"),
+    keep_last: bool = typer.Option(False, "--keep-last", help="best.safetensors is the final epoch, not the best "
+                                   "validated one (for cross-validation: no choice made on the validation cases)"),
+    plan: Path = typer.Option(None, "--plan", help="dataset task: a plan.json whose fields replace the planned "
+                              "ones (any subset; flags win over it)"),
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
     from leanseg.tasks import task_class
 
+    if task is None:
+        if data is None or not (data / "dataset.json").is_file():
+            where = f"{data} has no dataset.json" if data is not None else "no --data given"
+            raise LeanSegError(f"give --task ({', '.join(describe())}); {where}, so it is not a dataset folder")
+        task = "dataset"
     cls = task_class(task)  # an unknown name fails here
     if schedule is not None:
         schedule = look_up_option(schedule, Schedule, what="schedule").value
@@ -51,7 +67,7 @@ def train_cmd(
     if features is not None:
         # only the widths change: the task's other model options (seg2d's down, dense_levels) stay
         defaults = cls.Config()
-        options["model_kwargs"] = dict(defaults.model_kwargs if model in (None, defaults.model) else {}) | {
+        options["model_kwargs"] = dict((defaults.model_kwargs or {}) if model in (None, defaults.model) else {}) | {
             "features": parse_ints(features, "--features")}
     if spacing is not None:
         from leanseg.spacing import parse_spacing
@@ -61,13 +77,27 @@ def train_cmd(
                                                                    what="--spacing")
     if data is not None and not data.exists():
         raise LeanSegError(f"{data}: no such folder")
+    if val_every < 1:
+        raise LeanSegError(f"--val-every must be at least 1, got {val_every}")
+    if plan is not None:
+        if task != "dataset":
+            raise LeanSegError(f"--plan is for the dataset task (a folder with a dataset.json), not {task}")
+        if not plan.is_file():
+            raise LeanSegError(f"{plan}: no such plan file")
+        options["plan"] = plan
+    chosen_fold = None
+    if fold is not None:
+        from leanseg.training.loop import check_fold
+
+        chosen_fold = check_fold(fold)
     if device is not None:
         device = str(resolve_device(device))  # a bad --device fails here, before torch loads the data
 
     from leanseg.training import TrainConfig, train
 
     config = TrainConfig(out=out, seed=seed, device=device, amp=amp, resume=resume, num_workers=workers,
-                         postprocess=postprocess)
+                         postprocess=postprocess, fold=chosen_fold, val_every=val_every,
+                         keep_last=keep_last)
     result = train(task, data=data, synthetic=synthetic, config=config, **options)
     best = ", ".join(f"{k[4:]} {v:.3f}" for k, v in result.best.items() if k.startswith("val_dice") or
                      k == "val_accuracy")

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from leanseg.errors import LeanSegError
 from leanseg.io import check_output
 from leanseg.options import Schedule, look_up_option, parse_window, resolve_device
 from leanseg.tasks import Task, get_task
+from leanseg.training.splits import FOLDS
 from leanseg.training.state import load_state, save_state
 
 
@@ -48,6 +50,12 @@ class TrainConfig:
     cache: bool | None = None  # keep preprocessed cases in memory; None: when there are at most 64 cases
     progress: bool = True
     postprocess: bool = False  # at the end, choose component rules on the validation cases for best.safetensors
+    # cross-validation fold (0..4, or "all": every case trains, none validates): the run goes to OUT/fold_K and the
+    # seeded 5-fold split to OUT/splits.json, made once and reused by every fold; None: the task's own split
+    fold: int | str | None = None
+    # best.safetensors is the last validated epoch (the final one) instead of the best-scoring: what a
+    # cross-validation should score, since picking the best epoch on the validation cases flatters them
+    keep_last: bool = False
 
 
 @dataclass
@@ -155,31 +163,34 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         raise LeanSegError("give either a data folder or a number of synthetic cases, not both or neither")
     if synthetic is not None and synthetic < 1:
         raise LeanSegError(f"synthetic needs a positive number of cases, got {synthetic}")
-    tcfg = task.config
-    if tcfg.epochs < 1:
-        raise LeanSegError(f"epochs must be at least 1, got {tcfg.epochs}")
-    if tcfg.batch_size < 1:
-        raise LeanSegError(f"batch_size must be at least 1, got {tcfg.batch_size}")
-    if not math.isfinite(tcfg.lr) or tcfg.lr <= 0:
-        raise LeanSegError(f"lr must be a positive number, got {tcfg.lr}")
-    task.config = tcfg = dataclasses.replace(tcfg, window=parse_window(tcfg.window, tcfg.spatial_dims))
+    _check_task_config(task.config, planned=True)  # what is given already; a plan may settle the rest later
     if cfg.num_workers < 0:
         raise LeanSegError(f"workers (num_workers) must be 0 or more, got {cfg.num_workers}")
-    if synthetic is not None:
-        tcfg = task.config = dataclasses.replace(tcfg, window=task.synthetic_window())
+    fold = check_fold(cfg.fold)
 
     device = _pick_device(cfg.device)
     dist = _Dist(device)
     if device.type == "cpu" and dist.world > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // dist.world))
     _seed_all(cfg.seed)
-    out = Path(cfg.out)
+    root = Path(cfg.out)  # the experiment: plan, fingerprint and splits; each fold's checkpoints below it
+    out = root / f"fold_{fold}" if fold is not None else root
     try:
         cases = task.discover(data) if data is not None else task.synthetic(int(synthetic or 0), cfg.seed)
-        task.configure(cases)  # classes or channels that only the data can tell (seg2d, CIFAR-100)
+        task.workdir = root  # type: ignore[attr-defined]  # where a task may cache what it derives (fingerprints)
+        task.progress = cfg.progress and dist.main  # type: ignore[attr-defined]
+        task.configure(cases)  # classes or channels that only the data can tell (seg2d, CIFAR-100), plans
         task.resolve_spacing(cases)  # "median" -> the cases' median voxel size, which cases are resampled to
+        _check_task_config(task.config)
+        task.config = dataclasses.replace(task.config, window=parse_window(task.config.window,
+                                                                           task.config.spatial_dims))
+        if synthetic is not None:
+            task.config = dataclasses.replace(task.config, window=task.synthetic_window())
         tcfg = task.config
-        train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
+        if fold is None:
+            train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
+        else:
+            train_cases, val_cases = fold_cases(cases, root, fold, dist.main)
         model = (build_model(task) if build_model is not None else task.model()).to(device)
         spec = model_spec(model)
         if spec is None:
@@ -192,9 +203,14 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
                 check_output(out / "last.safetensors", [])
             except OSError as err:
                 raise LeanSegError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
+            report = task.plan_report(out)
+            if report:
+                print(f"plan ({out / 'plan.json'}):\n{report}\n"
+                      f"cases: {len(train_cases)} training, {len(val_cases)} validation"
+                      + (f" (fold {fold} of {root / 'splits.json'})" if fold is not None else ""), flush=True)
 
         train_tf, val_tf = task.transforms(train=True), task.transforms(train=False)
-        cache = cfg.cache if cfg.cache is not None else len(cases) <= 64
+        cache = cfg.cache if cfg.cache is not None else task.cache_cases(cases)
         train_ds: Dataset
         val_ds: Dataset
         if cache:
@@ -248,11 +264,13 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
             dist.barrier()
             if dist.main:
                 score = score_of({k[4:]: v for k, v in row.items() if k.startswith("val_")})
-                if validate and score > best["score"]:
+                if validate and (score > best["score"] or cfg.keep_last):
                     best = {"score": score, "epoch": epoch,
                             "metrics": {k: v for k, v in row.items() if k.startswith("val_")}}
                     save_model(model, out / "best.safetensors", **fields, epoch=epoch, metrics=best)
                 save_model(model, out / "last.safetensors", **fields, epoch=epoch)
+                if not len(val_ds) and epoch + 1 == tcfg.epochs:  # nothing validates (fold all): the end is best
+                    save_model(model, out / "best.safetensors", **fields, epoch=epoch)
                 save_state(state_path, model, optimizer, scheduler, epoch, {"best": best})
                 _append_csv(metrics_path, row)
                 if writer is not None:
@@ -260,6 +278,8 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
                         if k != "epoch":
                             writer.add_scalar(k, v, epoch)
                 result.last = row
+                if cfg.progress and not sys.stderr.isatty():
+                    print(_epoch_line(row, tcfg.epochs), flush=True)
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, row)
             dist.barrier()
@@ -276,6 +296,60 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         raise _user_error(err) or err from None
     finally:
         dist.close()
+
+
+def _epoch_line(row: dict, epochs: int) -> str:
+    """One line per epoch for logs: loss, the training score, validation Dice and the epoch's time."""
+    parts = [f"epoch {row['epoch'] + 1}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    parts += [f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_dice") or k == "val_accuracy"]
+    return "  ".join(parts + [f"{row['seconds']:.1f} s"])
+
+
+def _check_task_config(tcfg, planned: bool = False) -> None:
+    """The options every task trains with, checked once the task (and its plan) has settled them; ``planned``:
+    before that, where None means "the plan's" and is let through."""
+    def unset(value) -> bool:
+        return planned and value is None
+
+    if not unset(tcfg.epochs) and (not isinstance(tcfg.epochs, int) or tcfg.epochs < 1):
+        raise LeanSegError(f"epochs must be at least 1, got {tcfg.epochs}")
+    if not unset(tcfg.batch_size) and (not isinstance(tcfg.batch_size, int) or tcfg.batch_size < 1):
+        raise LeanSegError(f"batch_size must be at least 1, got {tcfg.batch_size}")
+    if unset(tcfg.lr):
+        return
+    if not isinstance(tcfg.lr, int | float) or not math.isfinite(tcfg.lr) or tcfg.lr <= 0:
+        raise LeanSegError(f"lr must be a positive number, got {tcfg.lr}")
+
+
+def check_fold(fold) -> int | str | None:
+    if fold is None:
+        return None
+    text = str(fold).strip().lower()
+    if text == "all":
+        return "all"
+    if not text.isdigit() or not 0 <= int(text) < FOLDS:
+        raise LeanSegError(f"fold {fold!r}: expected 0 to {FOLDS - 1} or 'all'")
+    return int(text)
+
+
+def fold_cases(cases: list, root: Path, fold: int | str, main: bool = True) -> tuple[list, list]:
+    """Training and validation cases of ``fold`` from ``root``/splits.json (a seeded 5-fold split of the case
+    ids, written by the first fold that runs and reused by the others); "all": every case trains."""
+    if fold == "all":
+        return list(cases), []
+    from leanseg.training.splits import load_splits
+
+    ids = [str(c["id"]) for c in cases]
+    if len(set(ids)) != len(ids):
+        raise LeanSegError("cross-validation needs distinct case ids; two cases share one")
+    splits = load_splits(root / "splits.json", ids, write=main)
+    part = splits[int(fold)]
+    by_id = {str(c["id"]): c for c in cases}
+    missing = sorted(set(part["train"] + part["val"]) - set(by_id))
+    if missing:
+        raise LeanSegError(f"{root / 'splits.json'}: fold {fold} names cases the data does not have "
+                           f"({', '.join(missing[:3])})")
+    return [by_id[i] for i in part["train"]], [by_id[i] for i in part["val"]]
 
 
 def _user_error(err: BaseException | None) -> LeanSegError | None:
@@ -310,8 +384,9 @@ def _train_epoch(net, dataset, optimizer, scheduler, scaler, loss_fn, task, cfg,
     net.train()
     losses: list[float] = []
     scores: dict[str, list[float]] = {}
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", disable=not (cfg.progress and dist.main),
-               leave=False, dynamic_ncols=True)
+    # a terminal gets a bar per epoch; a log file (stderr not a terminal) gets the epoch's line from train()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, dynamic_ncols=True,
+               disable=not (cfg.progress and dist.main and sys.stderr.isatty()))
     for batch in bar:
         image, target = batch["image"].to(device), batch["label"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):

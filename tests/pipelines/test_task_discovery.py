@@ -39,7 +39,7 @@ def _brats_case(root, case, mods, sep, labels, skip=()):
 def test_registry_is_torch_free_and_suggests_names():
     code = "import sys, leanseg.tasks; leanseg.tasks.describe(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-    assert available() == ["brats", "cifar", "faults", "seg2d"]
+    assert available() == ["brats", "cifar", "dataset", "faults", "seg2d"]
     with pytest.raises(LeanSegError, match="did you mean 'brats'"):
         get_task("brat")
 
