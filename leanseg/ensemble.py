@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -117,4 +118,33 @@ def members_of(model) -> list | None:
     return list(model)
 
 
-__all__ = ["Ensemble", "check_members", "load_ensemble", "members_of"]
+def run_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints a training output folder stands for: its ``best.safetensors`` (one run), else the
+    ``best.safetensors`` of each ``fold_*`` below it (a cross-validation, whose folds predict as an ensemble)."""
+    best = folder / "best.safetensors"
+    if best.is_file():
+        return [best]
+    folds = sorted(p / "best.safetensors" for p in folder.glob("fold_*") if (p / "best.safetensors").is_file())
+    if not folds:
+        raise LeanSegError(f"{folder}: a folder given as a model must hold best.safetensors (a training run) or "
+                           "fold_*/best.safetensors (a cross-validation)")
+    return folds
+
+
+def expand_models(model):
+    """``model`` with every folder among its paths replaced by the checkpoints it holds (``run_checkpoints``): a
+    list when that makes several, else ``model`` as given."""
+    items = members_of(model)
+    single = items is None
+    expanded: list = []
+    for item in [model] if single else items:
+        if isinstance(item, str | os.PathLike) and Path(item).is_dir():
+            expanded += run_checkpoints(Path(item))
+        else:
+            expanded.append(item)
+    if single and len(expanded) == 1:
+        return expanded[0]
+    return expanded
+
+
+__all__ = ["Ensemble", "check_members", "expand_models", "load_ensemble", "members_of", "run_checkpoints"]

@@ -130,6 +130,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
 
         model, why = default_model([Path(p) for p in inputs])
         print(f"leanseg: {why}", file=sys.stderr)
+    from leanseg.ensemble import expand_models
+
+    model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
     net, meta = _checkpoint(model, uncertainty)
     rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
                                                                             "--postprocess")
@@ -250,10 +253,11 @@ def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[i
     name or ``(model, meta)`` pair, or a list of them (an ensemble). ``progress``: a text bar (True) or
     ``progress(done, total)`` called after each batch of windows. Other arguments as ``leanseg.predict``'s.
     """
+    from leanseg.ensemble import expand_models
     from leanseg.inference import check_options, check_window
 
     check_options(overlap=overlap, batch_size=batch_size)
-    net, meta = _checkpoint(model)
+    net, meta = _checkpoint(expand_models(model))
     rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
                                                                             "postprocess")
     dev = resolve_device(device, what="device")

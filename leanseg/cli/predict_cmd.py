@@ -13,8 +13,10 @@ from leanseg.spacing import parse_spacing
 def predict_cmd(
     inputs: list[Path] = typer.Argument(..., help="a .nii/.nii.gz file, several NIfTI files (one per channel), a "
                                              "case folder, a SEG-Y cube or an image"),
-    model: list[str] | None = typer.Option(None, "-m", "--model", help="checkpoint (.safetensors) or zoo name (leanseg "
-                                           "models --pretrained); repeat for an ensemble (probabilities averaged); "
+    model: list[str] | None = typer.Option(None, "-m", "--model", help="checkpoint (.safetensors), zoo name (leanseg "
+                                           "models --pretrained), a training run's folder (its best.safetensors) or "
+                                           "a cross-validation's (every fold_*); repeat for an ensemble "
+                                           "(probabilities averaged); "
                                            "default: the last `leanseg train` model that fits the input, else the "
                                            "zoo's for its kind (SEG-Y: faults)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="label map; the suffix picks the format "

@@ -1,6 +1,6 @@
 """Lean networks (U-Nets, the paper's ResNets) and their registry."""
 
-from leanseg.models import faultseg, monai_nets  # noqa: F401  (register faultseg3d_unet and the MONAI nets)
+from leanseg.models import averaged, faultseg, monai_nets  # noqa: F401  (register them)
 from leanseg.models._registry import available, create, register
 from leanseg.models.resnet import VARIANTS, LeanResNet, ResNetVariant
 from leanseg.models.unet import LeanUNet, UNetConfig
