@@ -43,3 +43,31 @@ def monai_basicunet(spatial_dims: int, in_channels: int, out_channels: int,
     feats = tuple(features)
     return BasicUNet(spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels,
                      features=(*feats, feats[0]))
+
+
+@register
+def monai_dynunet(spatial_dims: int, in_channels: int, out_channels: int,
+                  features: Sequence[int] = (32, 64, 128, 256, 320), deep_supervision: bool = False,
+                  **_lean_only: object) -> nn.Module:
+    """MONAI DynUNet as nnU-Net plans a 3D full-resolution U-Net: 3x3(x3) kernels, stride 1 then 2 per level,
+    two convs per level, instance norm, leaky ReLU, transposed-conv upsampling; ``features`` one width per level.
+    With ``deep_supervision`` training returns a list of logits, full resolution first (what leanseg's loop
+    weights), instead of DynUNet's stacked tensor. Options that only LeanUNet has (``down``, ``dense_levels``...)
+    are ignored, so a dataset plan's network can be swapped for this one by name."""
+    import torch
+    from monai.networks.nets import DynUNet
+
+    levels = len(tuple(features))
+    strides = [1] + [2] * (levels - 1)
+
+    class _DynUNet(DynUNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+            out = super().forward(x)
+            if self.training and self.deep_supervision:
+                return list(torch.unbind(out, dim=1))
+            return out
+
+    return _DynUNet(spatial_dims, in_channels, out_channels, kernel_size=[3] * levels, strides=strides,
+                    upsample_kernel_size=strides[1:], filters=list(features), norm_name=("INSTANCE", {"affine": True}),
+                    act_name=("leakyrelu", {"inplace": True, "negative_slope": 0.01}),
+                    deep_supervision=deep_supervision, deep_supr_num=max(1, min(levels - 2, 2)), res_block=False)
