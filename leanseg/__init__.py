@@ -27,7 +27,13 @@ _EXPORTS = {
 }
 
 
+# subpackages reachable as attributes after a bare ``import leanseg`` (``leanseg.models.create(...)``)
+_SUBMODULES = ("models", "nn", "training", "tasks", "io", "inference", "checkpoint", "zoo", "metrics", "ensemble")
+
+
 def __getattr__(name):
+    if name in _SUBMODULES:
+        return import_module(f"leanseg.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'leanseg' has no attribute {name!r}")
@@ -35,7 +41,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_EXPORTS))
+    return sorted(list(globals()) + list(_EXPORTS) + list(_SUBMODULES))
 
 
 __all__ = sorted(_EXPORTS)

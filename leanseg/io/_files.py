@@ -77,6 +77,15 @@ def remove_stale_partials(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _default_mode(path: Path) -> None:
+    """Give a finished file the mode a plain ``open()`` would: 0666 less the umask. Some writers (safetensors) create
+    their files 0600, which colleagues on a shared server cannot read."""
+    if path.is_file() and not path.is_symlink():
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); rename it onto ``path`` only if the block succeeds.
@@ -89,6 +98,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.parent / f".{stem(path)}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}{full_suffix(path)}"
     try:
         yield tmp
+        _default_mode(tmp)
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)

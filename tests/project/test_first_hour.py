@@ -1,0 +1,29 @@
+"""What a new user meets first: ``leanseg.models`` after a bare ``import leanseg``, and checkpoints that colleagues
+can read (the umask, not 0600)."""
+
+import os
+import subprocess
+import sys
+
+
+def test_bare_import_reaches_the_model_registry():
+    code = ("import leanseg; net = leanseg.models.create('lean_unet', spatial_dims=3, in_channels=1, "
+            "out_channels=2, features=(4, 8)); print(type(net).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "LeanUNet", out.stderr
+
+
+def test_checkpoints_follow_the_umask(tmp_path):
+    import leanseg
+    from leanseg.models import create
+
+    net = create("lean_unet", spatial_dims=3, in_channels=1, out_channels=2, features=(4, 8))
+    old = os.umask(0o022)
+    try:
+        path = leanseg.save_model(net, tmp_path / "m.safetensors")
+        assert os.stat(path).st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        path = leanseg.save_model(net, tmp_path / "private.safetensors")
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
