@@ -13,6 +13,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -147,4 +148,30 @@ def expand_models(model):
     return expanded
 
 
-__all__ = ["Ensemble", "check_members", "expand_models", "load_ensemble", "members_of", "run_checkpoints"]
+def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.PathLike, **fields: Any) -> Path:
+    """Write the checkpoints ``paths`` (which must agree on inputs and outputs) as one ``averaged`` checkpoint at
+    ``output``, with the first one's meta (task, channels, labels, normalisation, window, spacing, postprocess)."""
+    from leanseg.checkpoint import load_model, model_spec, save_model
+    from leanseg.models._registry import ModelSpec
+    from leanseg.models.averaged import Averaged
+
+    loaded = [load_model(p) for p in paths]
+    meta = check_members([m for _, m in loaded], [str(p) for p in paths])
+    specs = []
+    for net, _ in loaded:
+        spec = model_spec(net)
+        if spec is None:
+            raise LeanSegError("averaged: every member must be a registry model")
+        specs.append({"model": spec.name, "model_kwargs": spec.kwargs})
+    model = Averaged(specs, meta.label_manager.activation)
+    model.build_spec = ModelSpec("averaged", model.config)  # type: ignore[assignment]  # as create() records it
+    for member, (net, _) in zip(model.members, loaded, strict=True):
+        member.load_state_dict(net.state_dict())
+    spec = model_spec(model)
+    assert spec is not None  # built by create()
+    return save_model(model, output, meta.replace(model="averaged", model_kwargs=spec.kwargs, members=len(specs),
+                                                  **fields))
+
+
+__all__ = ["Ensemble", "average_checkpoints", "check_members", "expand_models", "load_ensemble", "members_of",
+           "run_checkpoints"]

@@ -103,8 +103,8 @@ def models_table(input_shape: str = "4x128x128x128") -> str:
     shape = parse_input(input_shape)
     rows = []
     for name in available():
-        if name.startswith("monai_"):  # MONAI's networks have no lean/dense twin; bench unet compares them
-            continue
+        if name.startswith("monai_") or name == "averaged":  # MONAI's networks have no lean/dense twin (bench
+            continue  # unet compares them); an averaged model is a container of other models
         counts: dict[str, tuple[int, int] | Exception] = {}
         for conv in ("lean", "dense"):
             kwargs = {"spatial_dims": len(shape) - 1, "in_channels": shape[0], "conv": conv,

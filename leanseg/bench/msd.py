@@ -3,8 +3,8 @@ plan, on the same cross-validation folds, at equal epochs or at equal CPU time; 
 validation cases (out of fold, through ``leanseg crossval``), weights, seconds per epoch and per predicted case.
 
 Rows: the lean design the plan builds, its dense twin (the same network with dense 3x3x3 convolutions), MONAI's
-DynUNet configured as nnU-Net plans the dataset (the plan's widths and depth, stride 1 then 2, deep supervision)
-and MONAI's UNet at the plan's widths.
+DynUNet configured as nnU-Net plans the dataset (the plan's depth, nnU-Net's widths 32, 64, ... capped at 320,
+stride 1 then 2, deep supervision) and MONAI's UNet at those widths.
 """
 
 from __future__ import annotations
@@ -21,14 +21,16 @@ def contenders(plan_kwargs: dict) -> dict[str, dict[str, Any]]:
     """Row name -> dataset-task options (model and model_kwargs); widths are the plan's for every row."""
     features = tuple(plan_kwargs["features"])
     lean = dict(plan_kwargs)
+    # nnU-Net's widths at the plan's depth: 32, doubling, capped at 320 (the lean plan halves them)
+    nnunet = tuple(min(32 * 2**i, 320) for i in range(len(features)))
     return {
         "LeanUNet (plan)": {"model": "lean_unet", "model_kwargs": lean},
         "LeanUNet x2": {"model": "lean_unet", "model_kwargs": lean | {"features": tuple(2 * f for f in features)}},
         "LeanUNet residual": {"model": "lean_unet", "model_kwargs": lean | {"residual": True}},
         "dense twin": {"model": "lean_unet", "model_kwargs": lean | {"conv": "dense"}},
         "DynUNet (nnU-Net plan)": {"model": "monai_dynunet",
-                                   "model_kwargs": {"features": features, "deep_supervision": True}},
-        "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": features}},
+                                   "model_kwargs": {"features": nnunet, "deep_supervision": True}},
+        "MONAI UNet": {"model": "monai_unet", "model_kwargs": {"features": nnunet}},
     }
 
 

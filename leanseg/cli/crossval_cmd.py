@@ -35,7 +35,7 @@ def crossval_cmd(
     result = crossval(runs, data, task=task, postprocess=postprocess, progress=progress, tta=tta)
     typer.echo(format_crossval(result))
     if ensemble is not None:
-        from leanseg.models.averaged import average_checkpoints
+        from leanseg.ensemble import average_checkpoints
 
         folds = [runs / f"fold_{k}" / "best.safetensors" for k in result.folds]
         average_checkpoints(folds, ensemble, crossval={"folds": result.folds, "mean": result.mean})

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 import leanseg
-from leanseg.ensemble import load_ensemble
+from leanseg.ensemble import average_checkpoints, load_ensemble
 from leanseg.errors import LeanSegError
 from leanseg.inference import sliding_window_predict
 from leanseg.models import create
-from leanseg.models.averaged import average_checkpoints
 
 
 @pytest.mark.parametrize("kind", ["labels", "regions"])

@@ -96,7 +96,7 @@ def test_v2_folder_folds_splits_and_fold_ensemble(tmp_path, capsys):
     data = make_v2(tmp_path / "Dataset042_Toy")
     out = tmp_path / "cv"
     for fold in ("0", "1"):
-        code, stdout, err = _run(["train", "-d", data, "-o", out, "--fold", fold, *FAST], capsys)
+        code, stdout, err = _run(["train", "-d", data, "-o", out, "--fold", fold, "--keep-last", *FAST], capsys)
         assert code == 0, err
         assert f"fold {fold} of" in stdout
         assert (out / f"fold_{fold}" / "best.safetensors").is_file() and (out / f"fold_{fold}" / "plan.json").is_file()
@@ -113,11 +113,24 @@ def test_v2_folder_folds_splits_and_fold_ensemble(tmp_path, capsys):
     assert code == 0, err
     assert nib.load(pred).shape == SHAPE
     # cross-validation scores: each fold's validation cases, and postprocessing stored in every fold
-    code, stdout, err = _run(["crossval", out, "-d", data, "--postprocess", "--no-progress"], capsys)
+    ensemble = tmp_path / "both.safetensors"
+    code, stdout, err = _run(["crossval", out, "-d", data, "--postprocess", "--no-progress", "--ensemble", ensemble],
+                             capsys)
     assert code == 0, err
     scores = json.loads((out / "crossval.json").read_text())
     assert sorted(c["id"] for c in scores["per_case"]) == sorted(splits[0]["val"] + splits[1]["val"])
     assert "front" in stdout and "back" in stdout and "postprocess" in stdout
+    # the per-fold means are the means of their cases
+    for fold in (0, 1):
+        cases = [c["dice_front"] for c in scores["per_case"] if c["fold"] == fold]
+        assert scores["per_fold"][str(fold)]["dice_front"] == pytest.approx(np.mean(cases))
+    # the one-file ensemble predicts what the folder of folds predicts (the rules were stored in both folds)
+    again = tmp_path / "one_file.nii.gz"
+    code, _, err = _run(["predict", *files, "-m", ensemble, "-o", again, "--no-progress"], capsys)
+    assert code == 0, err
+    code, _, err = _run(["predict", *files, "-m", out, "-o", tmp_path / "folds.nii.gz", "--no-progress"], capsys)
+    assert code == 0, err
+    assert np.array_equal(np.asarray(nib.load(again).dataobj), np.asarray(nib.load(tmp_path / "folds.nii.gz").dataobj))
 
 
 def test_v2_regions_train_as_sigmoid_regions(tmp_path, capsys):
