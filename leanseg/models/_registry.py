@@ -33,8 +33,12 @@ def register(fn: ModelFn | None = None, *, name: str | None = None) -> Any:
 
     def deco(f: ModelFn) -> ModelFn:
         key = name or f.__name__
-        if key in _MODELS:
-            raise ValueError(f"model {key!r} is registered twice")
+        old = _MODELS.get(key)
+        # the same function registered again (a notebook cell run twice, a module reloaded) replaces itself;
+        # another function under a taken name is a mistake
+        if old is not None and (old.__module__, old.__qualname__) != (f.__module__, f.__qualname__):
+            raise ValueError(f"model {key!r} is registered twice ({old.__module__}.{old.__qualname__} and "
+                             f"{f.__module__}.{f.__qualname__})")
         _MODELS[key] = f
         return f
 

@@ -27,3 +27,27 @@ def test_checkpoints_follow_the_umask(tmp_path):
         assert os.stat(path).st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_registering_the_same_function_again_is_allowed():
+    import pytest
+
+    from leanseg.models import create, register
+
+    code = "def tiny_net(**kw):\n    return torch.nn.Conv3d(1, 2, 1)\n"
+    namespace: dict = {"torch": __import__("torch"), "__name__": "notebook_cell"}
+    from leanseg.models._registry import _MODELS
+
+    try:
+        for _ in range(2):  # the same cell run twice
+            exec(compile(code, "<cell>", "exec"), namespace)
+            register(namespace["tiny_net"])
+        assert create("tiny_net").weight.shape[0] == 2
+
+        def tiny_net(**kw):  # another function under the taken name
+            return None
+
+        with pytest.raises(ValueError, match="registered twice"):
+            register(tiny_net)
+    finally:
+        _MODELS.pop("tiny_net", None)  # other tests list the registry
