@@ -38,7 +38,9 @@ def postprocess_select_cmd(
     if output is not None and model is not None:
         from leanseg.io import check_output
 
-        check_output(output, [model])
+        # every file the command reads: the checkpoint and each prediction and reference in their folders
+        read = [model] + [p for folder in (predictions, references) if folder.is_dir() for p in folder.iterdir()]
+        check_output(output, read)
     rules, scores = select_postprocess(predictions, references, labels)
     typer.echo(f"mean Dice {scores['before']:.4f} -> {scores['after']:.4f}")
     typer.echo(json.dumps(rules.to_json()))

@@ -154,6 +154,11 @@ def test_postprocess_select_writes_the_rules_into_a_checkpoint(tmp_path, capsys)
     assert rules.to_json() == json.loads(out.splitlines()[1]) and rules
     code, out, err = run(capsys, "postprocess-select", preds, tmp_path, "-m", ckpt)
     assert code == 2 and "no NIfTI file pairs" in err and err.count("\n") == 1
+    # -o onto one of the predictions it reads is refused before any work, and the file is untouched
+    victim = preds / f"{CASES[0].name}_pred.nii.gz"
+    before = victim.read_bytes()
+    code, out, err = run(capsys, "postprocess-select", preds, refs, "-m", ckpt, "-o", victim)
+    assert code == 2 and "is the input file" in err and victim.read_bytes() == before
 
 
 def test_training_chooses_rules_on_its_validation_cases(tmp_path):
