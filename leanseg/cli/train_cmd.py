@@ -40,8 +40,8 @@ def train_cmd(
     fold: str = typer.Option(None, "--fold", "-f", help="cross-validation fold 0-4 (a seeded 5-fold split in "
                              "OUT/splits.json, made once, reused) or 'all' (every case trains); the run goes to "
                              "OUT/fold_K"),
-    val_every: int = typer.Option(1, "--val-every", help="epochs between validations (best.safetensors is the best "
-                                  "validated epoch; --val-every EPOCHS keeps the last, as nnU-Net does)"),
+    val_every: int = typer.Option(1, "--val-every", help="epochs between validations on the held-out cases (the last "
+                                  "epoch always validates)"),
     keep_last: bool = typer.Option(False, "--keep-last", help="best.safetensors is the final epoch, not the best "
                                    "validated one (for cross-validation: no choice made on the validation cases)"),
     plan: Path = typer.Option(None, "--plan", help="dataset task: a plan.json whose fields replace the planned "
