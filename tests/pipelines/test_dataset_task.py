@@ -196,7 +196,7 @@ def test_plan_json_round_trip_and_override(tmp_path, capsys):
           "intensities": [{"mean": 0.0, "std": 1.0, "p00_5": -1.0, "p99_5": 1.0}]}
     plan = plan_from(fp, spec, memory_bytes=8 << 30)
     assert plan.window == (40, 56, 40) and plan.model_kwargs["features"] == (16, 32, 64, 128)
-    assert plan.batch_size == 2 and plan.epochs == 2760 // 2
+    assert plan.batch_size == 2 and plan.epochs == min(1000, 2760 // 2)  # 2 steps an epoch, capped at 1000
 
 
 def test_ct_channels_get_global_clipped_zscore(tmp_path):
