@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass, field
 from importlib import import_module
 from importlib.metadata import entry_points
@@ -67,6 +68,8 @@ class Task:
 
     name: ClassVar[str] = ""
     Config: ClassVar[type[TaskConfig]] = TaskConfig
+    workdir: Path | None = None  # the run's folder, where configure() may cache what it derives (set by train)
+    progress: bool = True  # whether configure() may show a progress bar
 
     def __init__(self, config: TaskConfig | None = None, **options):
         if config is not None and options:
@@ -260,9 +263,23 @@ def task_class(name: str) -> type[Task]:
     return cls
 
 
+def prepared_task(name: str, data: str | os.PathLike, workdir: str | os.PathLike | None = None, progress: bool = True,
+                  **options) -> tuple[Task, list[dict]]:
+    """Task ``name`` with its cases under ``data`` discovered and everything the data settles configured (plans,
+    spacing), as training does before it splits; ``workdir``: where a task finds what training cached there."""
+    task = get_task(name, None, **options)
+    cases = task.discover(Path(data))
+    task.workdir = Path(workdir) if workdir is not None else None
+    task.progress = progress
+    task.configure(cases)
+    task.resolve_spacing(cases)
+    return task, cases
+
+
 def get_task(name: str, config: TaskConfig | None = None, **options) -> Task:
     """An instance of task ``name`` with its defaults, ``config`` or ``options`` (fields of its Config)."""
     return task_class(name)(config, **options)
 
 
-__all__ = ["ENTRY_POINT_GROUP", "Task", "TaskConfig", "available", "describe", "get_task", "task_class"]
+__all__ = ["ENTRY_POINT_GROUP", "Task", "TaskConfig", "available", "describe", "get_task", "prepared_task",
+           "task_class"]

@@ -68,14 +68,19 @@ def _load_json(path: Path) -> dict:
     return data
 
 
+def _int_keyed(table: Any, where: str, example: str) -> list[tuple[int, str]]:
+    """{"0": "T1", "1": "T2"} -> [(0, "T1"), (1, "T2")], sorted; one-line errors naming ``where``."""
+    if not isinstance(table, dict) or not table:
+        raise LeanSegError(f"{where}: expected an object {example}")
+    try:
+        return sorted((int(k), str(v)) for k, v in table.items())
+    except ValueError:
+        raise LeanSegError(f"{where}: keys must be integers (\"0\", \"1\", ...)") from None
+
+
 def _indexed_names(table: Any, where: str) -> tuple[str, ...]:
     """{"0": "T1", "1": "T2"} -> ("T1", "T2"); keys must be 0..N-1."""
-    if not isinstance(table, dict) or not table:
-        raise LeanSegError(f"{where}: expected an object {{\"0\": name, ...}}")
-    try:
-        order = sorted((int(k), str(v)) for k, v in table.items())
-    except ValueError:
-        raise LeanSegError(f"{where}: keys must be channel numbers 0, 1, ...") from None
+    order = _int_keyed(table, where, '{"0": name, ...}')
     if [k for k, _ in order] != list(range(len(order))):
         raise LeanSegError(f"{where}: channel numbers must run 0..{len(order) - 1}, got {[k for k, _ in order]}")
     return tuple(v for _, v in order)
@@ -83,12 +88,7 @@ def _indexed_names(table: Any, where: str) -> tuple[str, ...]:
 
 def _msd_labels(table: Any, where: str) -> dict[str, int]:
     """MSD: {"0": "background", "1": "Anterior"} -> {"background": 0, "Anterior": 1}, in value order."""
-    if not isinstance(table, dict) or not table:
-        raise LeanSegError(f"{where}: expected an object {{\"0\": \"background\", \"1\": name, ...}}")
-    try:
-        pairs = sorted((int(k), str(v)) for k, v in table.items())
-    except ValueError:
-        raise LeanSegError(f"{where}: MSD label keys must be label values (\"0\", \"1\", ...)") from None
+    pairs = _int_keyed(table, where, '{"0": "background", "1": name, ...}')
     if pairs[0][0] != 0:
         raise LeanSegError(f"{where}: label value 0 (background) is missing")
     names = [n for _, n in pairs]
@@ -310,17 +310,21 @@ class Plan:
             from leanseg.options import look_up_option
 
             look_up_option(unknown[0], sorted(known), what=f"plan field in {where}")
-        return {k: tuple(v) if isinstance(v, list) and k in ("spacing", "median_shape", "window") else v
-                for k, v in data.items()}
+        kinds = {"model_kwargs": dict, "normalization": dict | str, "model": str, "batch_size": int, "epochs": int,
+                 "samples_per_case": int, "weights": int, "lr": int | float,
+                 "spacing": list | str, "median_shape": list, "window": list}
+        for k, v in data.items():
+            if not isinstance(v, kinds[k]) or isinstance(v, bool):
+                raise LeanSegError(f"{where}: plan field {k!r} has the wrong type ({type(v).__name__}: {v!r})")
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 # The lean design for dataset tasks (3D): plain lean levels, max-pool down, deep supervision as nnU-Net trains;
-# widths 16, doubling per level, capped at 320: half nnU-Net's. On MSD hippocampus (fold 0, one CPU thread) 16-32-64-128
-# for 120 epochs (28 min) reached 0.859 mean validation Dice, 32-64-128-256 for 50 epochs (the same time) 0.856.
+# widths 16, doubling per level, capped at 320: half nnU-Net's (why: docs/benchmarks.md, MSD hippocampus).
 LEAN_DESIGN: dict[str, Any] = {"down": "maxpool", "deep_supervision": True}
 BASE_WIDTH = 16
-# Epochs: as many as make this many steps on the training part of a 5-fold split (120 epochs of 23 steps on the 160
-# training cases of hippocampus), between 10 and 1000. nnU-Net takes 250,000 steps on a GPU; this is a CPU's budget.
+# Epochs: as many as make this many steps on the training part of a 5-fold split, between 10 and 1000 (nnU-Net
+# takes 250,000 steps on a GPU; this is a CPU's budget).
 TARGET_STEPS = 2760
 PATCH_BUDGET = 128**3  # voxels of one patch: what a CPU step can afford (nnU-Net's GPU budget is similar)
 MIN_EDGE = 4  # the coarsest feature map keeps at least this many voxels per axis (nnU-Net's rule)
@@ -483,7 +487,7 @@ class DatasetTask(Task):
         spec = self.spec
         if spec is None:
             raise LeanSegError("the dataset task reads its cases with discover() or synthetic() first")
-        workdir = getattr(self, "workdir", None)
+        workdir = self.workdir
         fp = None
         cache = Path(workdir) / "fingerprint.json" if workdir is not None and spec.form != "synthetic" else None
         if cache is not None and cache.is_file():
@@ -493,7 +497,7 @@ class DatasetTask(Task):
             except (OSError, ValueError):
                 fp = None
         if fp is None:
-            fp = fingerprint(spec, cases, progress=getattr(self, "progress", True))
+            fp = fingerprint(spec, cases, progress=self.progress)
             if cache is not None:
                 _write_json(cache, fp)
         self.fingerprint = fp
@@ -504,7 +508,7 @@ class DatasetTask(Task):
                                     str(given) if isinstance(given, str | Path) else "plan")
             plan = dataclasses.replace(plan, **fields)
         flags = {k: getattr(self.config, k) for k in PLANNED if getattr(self.config, k) is not None}
-        if "model_kwargs" in flags and "model" not in flags and flags["model_kwargs"] is not None:
+        if "model_kwargs" in flags and "model" not in flags:  # --features alone: the planned network, other widths
             flags["model_kwargs"] = dict(plan.model_kwargs) | dict(flags["model_kwargs"])
         plan = dataclasses.replace(plan, **flags)
         if isinstance(plan.spacing, str):

@@ -37,18 +37,6 @@ def contenders(plan_kwargs: dict) -> dict[str, dict[str, Any]]:
 DEFAULT_MODELS = ("LeanUNet (plan)", "dense twin", "DynUNet (nnU-Net plan)", "MONAI UNet")
 
 
-def planned(data: Path, out: Path, progress: bool) -> Any:
-    """The dataset task with its plan settled (fingerprint cached in ``out``)."""
-    from leanseg.tasks import get_task
-
-    task = get_task("dataset")
-    cases = task.discover(data)
-    task.workdir = out  # type: ignore[attr-defined]
-    task.progress = progress  # type: ignore[attr-defined]
-    task.configure(cases)
-    return task
-
-
 def step_seconds(task, options: dict, repeats: int = 3) -> float:
     """Seconds of one training step (forward, loss, backward, AdamW) of a row's network at the plan's batch and
     window, on random data: what sets its epochs at equal CPU time."""
@@ -82,6 +70,7 @@ def run(data: Path, out: Path, folds=(0,), epochs: int | None = 20, minutes: flo
     import numpy as np
     import torch
 
+    from leanseg.tasks import prepared_task
     from leanseg.training import TrainConfig, train
     from leanseg.training.crossval import crossval
 
@@ -90,11 +79,11 @@ def run(data: Path, out: Path, folds=(0,), epochs: int | None = 20, minutes: flo
         torch.set_num_threads(threads)
     rows = []
     try:
-        task = planned(data, out, progress)
+        task, cases = prepared_task("dataset", data, workdir=out, progress=progress)
         table = contenders(task.config.model_kwargs)
         cfg = task.config
-        steps = math.ceil(len(task.spec.cases) * (1 - 1 / 5) * cfg.samples_per_case / cfg.batch_size)
-        echo(describe(task, folds, epochs, minutes))
+        steps = math.ceil(len(cases) * (1 - 1 / 5) * cfg.samples_per_case / cfg.batch_size)
+        echo(describe(task, len(cases), folds, epochs, minutes))
         echo(HEADER)
         for name in models:
             options = table[name]
@@ -124,13 +113,14 @@ def run(data: Path, out: Path, folds=(0,), epochs: int | None = 20, minutes: flo
     return rows
 
 
-def describe(task, folds, epochs, minutes) -> str:
+def describe(task, n_cases: int, folds, epochs, minutes) -> str:
     import torch
 
+    name = task.checkpoint_fields().get("dataset", "dataset")
     cfg = task.config
     budget = f"{minutes:g} CPU minutes per fold" if minutes is not None else f"{epochs} epochs"
     load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
-    return (f"leanseg bench msd: {task.spec.name}, {len(task.spec.cases)} cases, folds {','.join(map(str, folds))} of "
+    return (f"leanseg bench msd: {name}, {n_cases} cases, folds {','.join(map(str, folds))} of "
             f"5 (out-of-fold Dice), {budget}, batch {cfg.batch_size} x {'x'.join(map(str, cfg.window))}, "
             f"AdamW lr {cfg.lr:g} {cfg.schedule}, float32; {platform.processor() or platform.machine()}, "
             f"{torch.get_num_threads()} thread(s), {os.cpu_count()} cores, torch {torch.__version__}; load {load}")

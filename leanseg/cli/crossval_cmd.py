@@ -28,10 +28,10 @@ def crossval_cmd(
         raise LeanSegError(f"{runs}: no such folder")
     if not data.is_dir():
         raise LeanSegError(f"{data}: no such folder")
-    if ensemble is not None:
+    if ensemble is not None:  # before any work, and never onto a checkpoint the command reads
         from leanseg.io import check_output
 
-        check_output(ensemble, [])
+        check_output(ensemble, sorted(runs.glob("fold_*/*.safetensors")))
     result = crossval(runs, data, task=task, postprocess=postprocess, progress=progress, tta=tta)
     typer.echo(format_crossval(result))
     if ensemble is not None:

@@ -48,7 +48,7 @@ def crossval(runs: str | os.PathLike, data: str | os.PathLike, task: str = "data
     from leanseg.inference import sliding_window_predict
     from leanseg.io import atomic_path
     from leanseg.postprocess import Postprocess, select_postprocess
-    from leanseg.tasks import get_task
+    from leanseg.tasks import prepared_task
 
     runs = Path(runs)
     splits = read_splits(runs / "splits.json") if (runs / "splits.json").is_file() else None
@@ -59,12 +59,7 @@ def crossval(runs: str | os.PathLike, data: str | os.PathLike, task: str = "data
         raise LeanSegError(f"{runs}: no fold_K/best.safetensors; train folds first")
     plan = runs / f"fold_{folds[0]}" / "plan.json"
     options: dict = {"plan": plan} if task == "dataset" and plan.is_file() else {}
-    t = get_task(task, None, **options)
-    cases = t.discover(Path(data))
-    t.workdir = runs  # type: ignore[attr-defined]  # the fingerprint cached by training
-    t.progress = progress  # type: ignore[attr-defined]
-    t.configure(cases)
-    t.resolve_spacing(cases)
+    t, cases = prepared_task(task, data, workdir=runs, progress=progress, **options)  # the fingerprint training cached
     by_id = {str(c["id"]): c for c in cases}
     transform = t.transforms(train=False)
     manager = t.label_manager

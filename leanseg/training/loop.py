@@ -177,8 +177,8 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
     out = root / f"fold_{fold}" if fold is not None else root
     try:
         cases = task.discover(data) if data is not None else task.synthetic(int(synthetic or 0), cfg.seed)
-        task.workdir = root  # type: ignore[attr-defined]  # where a task may cache what it derives (fingerprints)
-        task.progress = cfg.progress and dist.main  # type: ignore[attr-defined]
+        task.workdir = root  # where a task may cache what it derives (fingerprints)
+        task.progress = cfg.progress and dist.main
         task.configure(cases)  # classes or channels that only the data can tell (seg2d, CIFAR-100), plans
         task.resolve_spacing(cases)  # "median" -> the cases' median voxel size, which cases are resampled to
         _check_task_config(task.config)

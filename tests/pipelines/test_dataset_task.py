@@ -113,6 +113,11 @@ def test_v2_folder_folds_splits_and_fold_ensemble(tmp_path, capsys):
     assert code == 0, err
     assert nib.load(pred).shape == SHAPE
     # cross-validation scores: each fold's validation cases, and postprocessing stored in every fold
+    # --ensemble onto a fold's checkpoint (a file the command reads) is refused before any work
+    victim = out / "fold_0" / "best.safetensors"
+    before = victim.read_bytes()
+    code, _, err = _run(["crossval", out, "-d", data, "--no-progress", "--ensemble", victim], capsys)
+    assert code == 2 and err.count("\n") == 0 and "is the input file" in err and victim.read_bytes() == before
     ensemble = tmp_path / "both.safetensors"
     code, stdout, err = _run(["crossval", out, "-d", data, "--postprocess", "--no-progress", "--ensemble", ensemble],
                              capsys)
@@ -190,6 +195,9 @@ def test_plan_json_round_trip_and_override(tmp_path, capsys):
     bad.write_text(json.dumps({"windw": [8, 8, 8]}))
     code, _, err = _run(["train", "-d", data, "-o", tmp_path / "x", "--plan", bad, *FAST], capsys)
     assert code == 2 and err.count("\n") == 0 and "windw" in err and "window" in err
+    bad.write_text(json.dumps({"model_kwargs": 5}))
+    code, _, err = _run(["train", "-d", data, "-o", tmp_path / "x", "--plan", bad, *FAST], capsys)
+    assert code == 2 and err.count("\n") == 0 and "model_kwargs" in err and "wrong type" in err
     # planning rules on a fingerprint: patch rounded to the network's stride, depth from the smallest axis
     spec = read_dataset(data)
     fp = {"spacings": [[1.0, 1.0, 1.0]] * 4, "shapes": [[35, 50, 36]] * 4, "nonzero_box_fraction": [1.0] * 4,
