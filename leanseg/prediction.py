@@ -166,7 +166,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
                           else []) + ([_sibling(output, "preview", ".png")] if preview else [])
     spread_path = _sibling(output, "uncertainty", arrays)
     checkpoints = [m for m in (model if isinstance(model, list) else [model]) if isinstance(m, str | os.PathLike)]
-    read = sources + [Path(m) for m in checkpoints]  # the checkpoints are read too: never an output
+    # the checkpoints are read too: never an output; nor is anything written into an input folder (it would join
+    # the series or the case on the next read)
+    read = sources + [Path(m) for m in checkpoints] + ([Path(inputs[0])] if kind == "folder" else [])
     for out in outputs + ([spread_path] if uncertainty else []):
         check_output(out, read)
     labels = meta.label_manager
