@@ -178,6 +178,9 @@ class CheckpointMeta:
         if rules:  # the rules name classes or regions: checked against this model's outputs
             rules.check(self.label_manager, "checkpoint 'postprocess'")
         object.__setattr__(self, "postprocess", rules)
+        bad = _non_finite(self.model_kwargs)
+        if bad is not None:
+            raise LeanSegError(f"checkpoint model_kwargs {bad} is not a finite number")
         for name in ("spatial_dims", "in_channels", "out_channels", "num_classes"):
             value = self.model_kwargs.get(name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 4096):
@@ -257,6 +260,25 @@ class CheckpointMeta:
         fields = {f.name for f in dataclasses.fields(self)}
         extra = dict(self.extra) | {k: v for k, v in changes.items() if k not in fields}
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in fields}, extra=extra)
+
+
+def _non_finite(value, where: str = "") -> str | None:
+    """The path of the first NaN or infinite number in a JSON value (``"negative_slope=nan"``), or None."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where}={value}"
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for name, item in items:
+        found = _non_finite(item, name)
+        if found is not None:
+            return found
+    return None
 
 
 def _plain(value):
@@ -345,6 +367,7 @@ def load_model(path: str | os.PathLike):
         if count > MAX_WEIGHTS:
             raise LeanSegError(f"its config asks for {count:,} weights (more than {MAX_WEIGHTS:,}); "
                                "refusing to build it")
+        _check_tensors_against_header(path, probe.state_dict(), meta.model)
         model = leanseg.models.create(meta.model, **meta.model_kwargs)
     except LeanSegError as err:
         raise LeanSegError(f"{path}: {err}") from None
@@ -357,7 +380,31 @@ def load_model(path: str | os.PathLike):
     except Exception as err:  # truncated data, missing or extra tensors, wrong shapes
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LeanSegError(f"{path}: weights do not load into {meta.model!r} ({first})") from None
+    for name, tensor in weights.items():  # a NaN weight would predict background everywhere, silently
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise LeanSegError(f"{path}: tensor {name!r} holds NaN or infinite values; the checkpoint is broken")
     return model.eval(), meta
+
+
+def _check_tensors_against_header(path: Path, expected: Mapping, model: str) -> None:
+    """Compare the tensors a config asks for (names, shapes; from a meta-device probe) with those the file's header
+    lists, before any allocation: a 5 kB file whose config asks for 489M weights is refused here, not after
+    gigabytes."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    wanted = {name: tuple(t.shape) for name, t in expected.items()}
+    missing, extra = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    if missing or extra:
+        what = (f"missing {len(missing)} tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+                if missing else f"{len(extra)} unexpected tensors ({', '.join(extra[:3])}"
+                                f"{', ...' if len(extra) > 3 else ''})")
+        raise LeanSegError(f"weights do not load into {model!r}: {what}")
+    for name, shape in wanted.items():
+        if stored[name] != shape:
+            raise LeanSegError(f"weights do not load into {model!r}: tensor {name!r} is {list(stored[name])} in the "
+                               f"file, the model needs {list(shape)}")
 
 
 __all__ = ["CheckpointMeta", "Normalization", "load_model", "model_spec", "read_meta", "save_model"]

@@ -266,6 +266,9 @@ def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[i
     values = np.asarray(array, dtype=np.float32)
     if values.ndim not in (3, 4) or min(values.shape) < 1:
         raise LeanSegError(f"array: expected (C, *spatial) with 2 or 3 spatial axes, got shape {values.shape}")
+    if not np.isfinite(values).all():  # as the file readers refuse them: a NaN spreads through every window
+        bad = int(values.size - np.isfinite(values).sum())
+        raise LeanSegError(f"array: {bad} voxels are NaN or infinite; fix or mask them before segmenting")
     if meta.spatial_dims not in (None, values.ndim - 1):
         raise LeanSegError(f"array: a {values.ndim - 1}D input for a {meta.spatial_dims}D model")
     check_window(window_for(meta, window, values.ndim - 1))
@@ -359,7 +362,19 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
     from leanseg.inference import sliding_window_predict
 
     x = torch.from_numpy(array)[None]
-    return sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    probs = sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    check_finite_output(probs)
+    return probs
+
+
+def check_finite_output(probs) -> None:
+    """A non-finite probability is an error naming the stage: argmax over NaN would give background everywhere."""
+    import torch
+
+    if not bool(torch.isfinite(probs).all()):
+        bad = int(probs.numel() - torch.isfinite(probs).sum())
+        raise LeanSegError(f"the network's output has {bad} NaN or infinite probabilities (inputs and weights were "
+                           "finite: an overflow inside the model?); no label map was written")
 
 
 def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
@@ -403,6 +418,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
             return _apply(norm, reader.read(lo, hi)[None])
 
         def write(start, probs):
+            check_finite_output(probs)
             labels = decoder.decode(probs)
             stop = start + len(labels)
             labels[~live[start:stop]] = 0

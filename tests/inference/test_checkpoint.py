@@ -101,9 +101,30 @@ def _forged(tmp_path, **changes):
     ({"labels": {"a": "zero", "b": 1}}, "label values must be integers"),
     ({"normalization": {"kind": "fixed", "mean": [0.0], "std": [1.0]}}, "input channels"),
     ({"normalization": "minmax"}, "unknown"),
+    ({"kw_act": ["leakyrelu", {"negative_slope": float("nan")}]}, "act\\[1\\].negative_slope=nan is not a finite"),
+    ({"normalization": {"kind": "fixed", "mean": [float("nan")] * 2, "std": [1.0] * 2}}, "finite numbers"),
+    ({"spacing": [1.0, float("inf"), 1.0]}, "spacing"),
+    # a 48M-weight config over a file holding 4-8 weights: the header's tensor shapes refuse it before allocation
+    ({"kw_features": [4000, 8]}, "tensor 'encoder.0"),
 ])
 def test_forged_configs_are_refused_before_anything_is_allocated(tmp_path, changes, message):
     path = _forged(tmp_path, **changes)
     with pytest.raises(LeanSegError, match=message) as err:
         load_model(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, value):
+    """A NaN weight makes every voxel background; loading refuses it and names the tensor."""
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_unet(), tmp_path / "m.safetensors", model="lean_unet", model_kwargs=KWARGS)
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    weights = load_file(str(path))
+    name = sorted(weights)[3]
+    weights[name].view(-1)[0] = value
+    save_file(weights, str(path), metadata=meta)
+    with pytest.raises(LeanSegError, match=f"tensor '{name}' holds NaN or infinite values"):
+        load_model(path)
