@@ -328,6 +328,19 @@ def save_model(model, path: str | os.PathLike, meta: CheckpointMeta | None = Non
     return path
 
 
+def update_config(path: str | os.PathLike, **extra) -> None:
+    """Rewrite a checkpoint's JSON with ``extra`` fields added (e.g. ``finished=True`` once its run ended), weights
+    unchanged, atomically."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    config = read_meta(path).to_json() | extra
+    text = json.dumps(CheckpointMeta.from_json(config, source=path).to_json())
+    weights = load_file(str(path))
+    with atomic_path(path) as tmp:
+        save_file(weights, str(tmp), metadata={_KEY: text})
+
+
 def read_meta(path: str | os.PathLike) -> CheckpointMeta:
     """The config of a checkpoint (a path or a zoo name, see leanseg.zoo), without building the model."""
     from safetensors import safe_open

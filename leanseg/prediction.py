@@ -134,6 +134,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
 
     model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
     net, meta = _checkpoint(model, uncertainty)
+    if meta.extra.get("finished") is False:  # saved by a run that was stopped (or is still going)
+        print(f"leanseg: warning: the model is from an unfinished run (epoch {meta.extra.get('epoch', -1) + 1} of "
+              f"{meta.extra.get('epochs', '?')}); `leanseg train ... --resume` finishes it", file=sys.stderr)
     rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
                                                                             "--postprocess")
     if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from leanseg import env
-from leanseg.checkpoint import model_spec, save_model
+from leanseg.checkpoint import model_spec, save_model, update_config
 from leanseg.errors import LeanSegError
 from leanseg.io import check_output
 from leanseg.options import Schedule, look_up_option, parse_window, resolve_device
@@ -237,12 +237,17 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         best: dict[str, Any] = {"score": -math.inf, "metrics": {}}
         if cfg.resume:
             finished, extra = load_state(state_path, model, optimizer, scheduler)
+            if finished + 1 > tcfg.epochs:  # (equal: the last epoch ran; the run is only finalised below)
+                raise LeanSegError(f"{state_path}: the state is at epoch {finished + 1}, beyond this run's "
+                                   f"{tcfg.epochs} epochs; give --epochs {finished + 2} or more to train on")
             start, best = finished + 1, extra.get("best", best)
             if dist.main:
                 _truncate_csv(metrics_path, finished)
         elif dist.main and metrics_path.exists():
             metrics_path.unlink()
-        fields = task.checkpoint_fields() | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}"}
+        # "finished": false until the run ends, so a checkpoint of a stopped run never passes for a trained model
+        fields = task.checkpoint_fields() | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}",
+                                             "epochs": tcfg.epochs, "finished": False}
         writer = _tensorboard(out) if dist.main else None
 
         result = TrainResult(out=out, model=model)
@@ -287,6 +292,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
             from leanseg.training.postprocess import choose_for_checkpoint
 
             result.postprocess = choose_for_checkpoint(out / "best.safetensors", val_ds, tcfg.window, device)
+        if dist.main:
+            for name in ("best.safetensors", "last.safetensors"):
+                if (out / name).exists():
+                    update_config(out / name, finished=True)
         result.best = best.get("metrics", {})
         result.seconds_per_epoch = float(np.median(seconds)) if seconds else float("nan")
         if writer is not None:
