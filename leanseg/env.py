@@ -78,6 +78,17 @@ def max_voxels() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 2**28
 
 
+def check_budget(values: int, where: str, what: str) -> None:
+    """The one memory budget, checked before a stage allocates: ``values`` (float32 values the stage will hold at
+    once: a resampled volume with its probabilities, a decoded image, a slab, per-label masks) against
+    LEANSEG_MAX_VOXELS. ``what`` says what makes them (``"resampling to 0.4 mm makes 640x640x640 x 5 values"``)."""
+    from leanseg.errors import LeanSegError
+
+    if values > max_voxels():
+        raise LeanSegError(f"{where}: {what} = {values:,} values, over the limit of {max_voxels():,} "
+                           "(LEANSEG_MAX_VOXELS raises it)")
+
+
 def shared_data() -> Path | None:
     """LEANSEG_SHARED_DATA: the folder of the project's shared test data (benchmarks use its real cases)."""
     value = os.environ.get("LEANSEG_SHARED_DATA")

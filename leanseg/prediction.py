@@ -7,6 +7,7 @@ SEG-Y cubes always stream slab by slab along the inline axis, so their size is b
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -230,8 +231,9 @@ def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: s
     box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
     inside = array if box is None else array[(slice(None),) + tuple(box)]
     grid = inside.shape[1:]
+    shape = target_shape(grid, geometry.spacing, target) if target is not None else tuple(grid)
+    _check_work(shape, grid if target is not None else None, array.shape[0], labels.num_outputs, where)
     if target is not None:  # to the model's spacing before normalising, as training resamples on loading
-        shape = target_shape(grid, geometry.spacing, target)
         check_size(shape, where)
         inside = resample(inside, shape).numpy()
     probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
@@ -244,6 +246,18 @@ def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: s
         probs = paste(probs, box, array.shape[1:], labels.background)
         spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
     return rules.apply(labels.decode(probs), labels), probs, spread
+
+
+def _check_work(shape, grid, channels: int, outputs: int, where: str) -> None:
+    """The memory the prediction of one volume holds at once, against the budget, before any of it is allocated:
+    the (resampled) input, the blended probabilities with their weights and a copy, and the probabilities brought
+    back onto the input's ``grid`` when resampling. An input's header is checked when it is read; this checks what
+    resampling (a 10 mm file at a 1 mm model, --spacing 0.4) and the model's outputs make of it."""
+    from leanseg import env
+
+    values = math.prod(shape) * (channels + 2 * outputs + 1) + (math.prod(grid) * outputs if grid else 0)
+    env.check_budget(values, where, f"predicting {'x'.join(map(str, shape))} voxels ({channels} channel(s) in, "
+                                    f"{outputs} out{', resampled' if grid else ''})")
 
 
 def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[int] | None = None,
@@ -396,6 +410,15 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         if meta.in_channels not in (None, 1):
             raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {meta.in_channels}")
         decoder = meta.label_manager
+        # a slab's memory (its inlines with both halos, each crosslines x samples from the headers), before any read
+        first = window_for(meta, window, 3)[0]
+        halo = first // 8 if slab_halo[1] is None else slab_halo[1]
+        rows = min(geometry.shape[0], (slab_halo[0] or max(1, first - 2 * halo)) + 2 * halo)
+        from leanseg import env
+
+        env.check_budget(rows * geometry.shape[1] * geometry.shape[2] * (2 + 2 * decoder.num_outputs), str(path),
+                         f"a slab of {rows} inlines x {geometry.shape[1]:,} crosslines x {geometry.shape[2]:,} "
+                         f"samples with {decoder.num_outputs} outputs")
         # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
         picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
         sample = np.stack([reader.read(i, i + 1)[0] for i in picks])[None]
