@@ -102,6 +102,7 @@ def test_available():
     assert kernels3d.available()
 
 
+@pytest.mark.slow
 def test_import_without_triton():
     """`import leanseg` and `import kernels3d` work without Triton; the kernels then say what is missing."""
     code = (

@@ -64,6 +64,7 @@ def _worker(rank, world, port, out):
     torch.save(flat, os.path.join(os.path.dirname(out), f"params_{rank}.pt"))
 
 
+@pytest.mark.slow
 def test_two_process_ddp_gloo(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
