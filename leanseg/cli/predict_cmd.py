@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from leanseg.cli.imports import import_modules, import_option
 from leanseg.options import parse_window, resolve_device
 from leanseg.spacing import parse_spacing
 
@@ -40,8 +41,10 @@ def predict_cmd(
     precision: str = typer.Option("fp32", help="fp32 or bf16 (CPUs with avx512_bf16/amx_bf16, or CUDA)"),
     spacing: str | None = typer.Option(None, help="voxel size in mm to predict at, '1,1,1' or '1' (resampled there "
                                        "and back onto the input's grid), or 'none' (default: the checkpoint's)"),
+    imports: list[str] | None = import_option(),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
+    import_modules(imports)
     from leanseg.prediction import predict  # its device parser is leanseg.options.resolve_device
 
     # the volume's dimension is known once the input is read: one size goes through as an int, which

@@ -7,6 +7,7 @@ from typing import Any
 
 import typer
 
+from leanseg.cli.imports import import_modules, import_option
 from leanseg.errors import LeanSegError
 from leanseg.options import Schedule, look_up_option, parse_ints, parse_window, resolve_device
 from leanseg.tasks import describe
@@ -46,10 +47,13 @@ def train_cmd(
                                    "validated one (for cross-validation: no choice made on the validation cases)"),
     plan: Path = typer.Option(None, "--plan", help="dataset task: a plan.json whose fields replace the planned "
                               "ones (any subset; flags win over it)"),
+    imports: list[str] | None = import_option(),
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
     from leanseg.tasks import task_class
+
+    import_modules(imports)
 
     if task is None:
         if data is None or not (data / "dataset.json").is_file():

@@ -148,8 +148,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
 
     ``task_options`` override fields of the task's Config (epochs, lr, batch_size, window, model, model_kwargs...).
     ``on_epoch_end(epoch, row)`` runs on rank 0 after each epoch's checkpoint (tests use it to simulate a kill).
-    ``build_model(task)`` replaces the task's model; it must come from a registered constructor
-    (``@leanseg.models.register`` + ``leanseg.models.create``) so that its checkpoints can rebuild it.
+    ``build_model(task)`` replaces the task's model: any ``nn.Module`` taking ``(N, channels, *window)`` and
+    returning ``(N, outputs, *window)`` logits. One from a registered constructor (``leanseg.models.create``) or
+    one of leanseg's classes writes checkpoints that rebuild it anywhere; any other module's checkpoints hold the
+    weights and the config, and ``leanseg.load_model(path, model=MyNet())`` fills an instance.
     """
     from monai.data import CacheDataset, DataLoader, Dataset
 
@@ -191,12 +193,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
             train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
         else:
             train_cases, val_cases = fold_cases(cases, root, fold, dist.main)
-        model = (build_model(task) if build_model is not None else task.model()).to(device)
-        spec = model_spec(model)
-        if spec is None:
-            raise LeanSegError(f"{type(model).__name__} was not built by leanseg.models.create, so its checkpoints "
-                               "could not rebuild it: register its constructor with @leanseg.models.register and "
-                               "build it with leanseg.models.create")
+        model = build_model(task) if build_model is not None else task.model()
+        if not isinstance(model, nn.Module):
+            raise LeanSegError(f"build_model must return an nn.Module, got {type(model).__name__}")
+        model = model.to(device)
         if dist.main:
             try:
                 out.mkdir(parents=True, exist_ok=True)
@@ -243,6 +243,9 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         elif dist.main and metrics_path.exists():
             metrics_path.unlink()
         fields = task.checkpoint_fields() | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}"}
+        if model_spec(model) is None:  # a plain nn.Module: its checkpoint records what prediction checks the input by
+            fields["model_kwargs"] = {"spatial_dims": tcfg.spatial_dims, "in_channels": len(tcfg.channels),
+                                      "out_channels": task.label_manager.num_outputs}
         writer = _tensorboard(out) if dist.main else None
 
         result = TrainResult(out=out, model=model)
