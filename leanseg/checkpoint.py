@@ -318,7 +318,8 @@ def save_model(model, path: str | os.PathLike, meta: CheckpointMeta | None = Non
         raise LeanSegError(f"save_model's third argument is a CheckpointMeta (as load_model returns), got "
                            f"{type(meta).__name__}; give fields as keywords, e.g. labels={{'background': 0, ...}}")
     if meta is None:
-        fields = describe_model(model) | fields
+        # model= (a registry name) given: it says what the weights are; else the model says it
+        fields = (_custom_module(fields["model"]) if "model" in fields else describe_model(model)) | fields
         meta = CheckpointMeta.from_json(fields, source=path)
     elif fields:
         meta = meta.replace(**fields)
@@ -340,17 +341,19 @@ def save_model(model, path: str | os.PathLike, meta: CheckpointMeta | None = Non
 def describe_model(model) -> dict[str, Any]:
     """The checkpoint fields that say what ``model`` is: its registry name and arguments (and, for a custom model,
     the module that registered it), or for a plain nn.Module its class name and module, ``registered`` false."""
-    from leanseg.models._registry import registered_by
-
     spec = model_spec(model)
     if spec is None:
         cls = type(model)
         return {"model": cls.__qualname__, "model_kwargs": {}, "model_module": cls.__module__, "registered": False}
-    fields: dict[str, Any] = {"model": spec.name, "model_kwargs": spec.kwargs}
-    module = registered_by(spec.name)
-    if module is not None and module.partition(".")[0] != "leanseg":
-        fields["model_module"] = module
-    return fields
+    return {"model": spec.name, "model_kwargs": spec.kwargs} | _custom_module(spec.name)
+
+
+def _custom_module(name) -> dict[str, str]:
+    """{"model_module": module} when ``name`` is registered by a module outside leanseg."""
+    from leanseg.models._registry import registered_by
+
+    module = registered_by(name) if isinstance(name, str) else None
+    return {"model_module": module} if module is not None and module.partition(".")[0] != "leanseg" else {}
 
 
 def read_meta(path: str | os.PathLike) -> CheckpointMeta:
