@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from leanseg.options import parse_window, resolve_device
+from leanseg.cli.imports import import_modules, import_option
+from leanseg.options import MAX_OVERLAP, parse_window, resolve_device
 from leanseg.spacing import parse_spacing
 
 
@@ -22,9 +23,9 @@ def predict_cmd(
     output: Path | None = typer.Option(None, "-o", "--output", help="label map; the suffix picks the format "
                                        "(.nii.gz, .sgy, .npy, .png); default: beside the input, '<name>_pred'"),
     window: str | None = typer.Option(None, help="window size, '128' or '128,128,96' (default: the checkpoint's)"),
-    overlap: float = typer.Option(0.5, help="overlap of neighbouring windows, 0 to <1"),
+    overlap: float = typer.Option(0.5, help=f"overlap of neighbouring windows, a fraction from 0 to {MAX_OVERLAP}"),
     tta: bool = typer.Option(False, "--tta/--no-tta", help="average over every mirroring of the axes"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto (cuda when there is one)"),
     amp: bool = typer.Option(False, help="float16 autocast (CUDA only)"),
     probabilities: bool = typer.Option(False, help="also write the probabilities ('<output>_probs')"),
     preview: bool = typer.Option(False, help="also write a PNG of three orthogonal slices with the labels"),
@@ -40,8 +41,10 @@ def predict_cmd(
     precision: str = typer.Option("fp32", help="fp32 or bf16 (CPUs with avx512_bf16/amx_bf16, or CUDA)"),
     spacing: str | None = typer.Option(None, help="voxel size in mm to predict at, '1,1,1' or '1' (resampled there "
                                        "and back onto the input's grid), or 'none' (default: the checkpoint's)"),
+    imports: list[str] | None = import_option(),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
+    import_modules(imports)
     from leanseg.prediction import predict  # its device parser is leanseg.options.resolve_device
 
     # the volume's dimension is known once the input is read: one size goes through as an int, which

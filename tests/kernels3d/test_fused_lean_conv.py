@@ -4,13 +4,11 @@ For the output and every gradient: max|kernel - ref64| <= 2 max|torch - ref64| +
 reference's magnitude and the dtype's resolution.
 """
 
-import subprocess
-import sys
 
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install leanseg[gpu], or [dev])")
 
 import kernels3d  # noqa: E402
 from kernels3d.fused import reference  # noqa: E402
@@ -100,18 +98,6 @@ def test_bad_activation():
 
 def test_available():
     assert kernels3d.available()
-
-
-@pytest.mark.slow
-def test_import_without_triton():
-    """`import leanseg` and `import kernels3d` work without Triton; the kernels then say what is missing."""
-    code = (
-        "import sys; sys.modules['triton'] = None\n"
-        "import leanseg, kernels3d, pytest\n"
-        "assert not kernels3d.available()\n"
-        "with pytest.raises(ImportError, match='needs Triton'): kernels3d.lean_conv(None, None, None)\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 # ---- GPU, real sizes ----
