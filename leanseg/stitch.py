@@ -5,7 +5,7 @@ weights and their sum over the windows on every call, and per window runs the ac
 it in place and adds it to the output: four passes over each window, then one division over the whole output. For a
 SEG-Y cube streamed in slabs of one shape that was more time than reading, normalising and writing together.
 ``SlabStitcher`` keeps the weights and their sum across calls on inputs of one shape, and applies the activation,
-the weighting and the accumulation in one C loop per window (``stitch_add`` in leanseg/nn/_stencil.c; plain
+the weighting and the accumulation in one C loop per window (``stitch_add`` in leanseg/nn/csrc/stitch.c; plain
 PyTorch where no C compiler is found). The windows, their weights and the padding are MONAI's
 (``dense_patch_slices``, ``compute_importance_map``, its padding rule), so the result equals MONAI's up to rounding
 (tests/inference/test_stitch.py compares both against float64).

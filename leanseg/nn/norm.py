@@ -3,7 +3,7 @@
 nn.InstanceNorm copies a channels-last input to NCDHW (and returns NCDHW, which the next lean convolution copies
 back), and PyTorch's reductions over the spatial dims of a channels-last tensor are slow on the CPU: in a lean
 network that costs more than the convolutions. On the CPU this module computes the per-(n, c) sums in one pass
-and applies the affine map in a second (backward: the same two passes) with the C kernels of _stencil.c; on
+and applies the affine map in a second (backward: the same two passes) with the C kernels of csrc/norm_act.c; on
 other devices, or without a C compiler, it is F.instance_norm.
 """
 
