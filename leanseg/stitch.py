@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from leanseg.errors import LeanSegError
 from leanseg.inference import ACTIVATIONS, _mirrored, check_options, check_window, check_window_count, mirror_pad
-from leanseg.nn import _cext
+from leanseg.nn import _cext, backend
 from leanseg.options import parse_window
 
 _ACT_CODES = {"none": 0, "softmax": 1, "sigmoid": 2}  # stitch_add's act argument
@@ -129,7 +129,7 @@ class SlabStitcher:
         """acc[:, box] += act(out) * weights, in one pass where the C library is built."""
         weights = self._weights
         assert weights is not None  # set by _grid before any window
-        lib = _cext.load() if acc.dtype in (torch.float32, torch.float64) else None
+        lib = backend.c_library(acc, dtypes=(torch.float32, torch.float64))
         if lib is None:
             acc[(slice(None),) + box] += ACTIVATIONS[self.act](out[None])[0] * weights
             return

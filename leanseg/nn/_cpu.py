@@ -16,7 +16,7 @@ import math
 import torch
 
 from kernels3d.reference import shifted, stencil_channels_last
-from leanseg.nn import _cext
+from leanseg.nn import _cext, backend
 
 
 def _taps(d: int, adjoint: bool):
@@ -44,7 +44,8 @@ def _grid(t: torch.Tensor) -> _cext.Grid:
 
 
 def _use_c(t: torch.Tensor):
-    return _cext.load() if _cext.suffix(t.dtype) else None
+    """The C library for kernels on t, or None: the same operations then run as plain PyTorch."""
+    return backend.c_library(t)
 
 
 def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False, stats: bool = False):
