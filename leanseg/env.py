@@ -22,18 +22,19 @@ def _switched_off(name: str) -> bool:
 
 
 def backend() -> Backend:
-    """LEANSEG_BACKEND: "reference" forces the plain-PyTorch lean convolution everywhere (for debugging);
-    anything else, or unset, is "auto" (the fastest path for the tensor's device)."""
+    """LEANSEG_BACKEND: "reference" runs every layer as plain PyTorch (for debugging): no compiled C library is
+    loaded, no Triton kernel runs (leanseg.nn.backend applies it). Anything else, or unset, is "auto" (the fastest
+    path for the tensor's device)."""
     return "reference" if os.environ.get("LEANSEG_BACKEND", "auto").strip().lower() == "reference" else "auto"
 
 
 def cext_enabled() -> bool:
-    """LEANSEG_CEXT: "0" disables the compiled C stencil on CPU (plain PyTorch instead). Default on."""
+    """LEANSEG_CEXT: "0" disables the compiled C kernels on CPU (plain PyTorch instead). Default on."""
     return not _switched_off("LEANSEG_CEXT")
 
 
 def cache_dir() -> Path:
-    """LEANSEG_CACHE: where the compiled C stencil is cached. Default ~/.cache/leanseg."""
+    """LEANSEG_CACHE: where the compiled C kernels are cached. Default ~/.cache/leanseg."""
     value = os.environ.get("LEANSEG_CACHE")
     return Path(value) if value else Path.home() / ".cache" / "leanseg"
 
@@ -44,7 +45,7 @@ def malloc_tune() -> bool:
 
 
 def c_compiler() -> str | None:
-    """CC: the C compiler for the CPU stencil, when set; otherwise the caller looks for cc/gcc on PATH."""
+    """CC: the C compiler for the CPU kernels, when set; otherwise the caller looks for cc/gcc on PATH."""
     return os.environ.get("CC") or None
 
 

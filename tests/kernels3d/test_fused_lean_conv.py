@@ -173,9 +173,9 @@ def test_launch_skips_the_checks_lean_conv_runs(monkeypatch):
     """leanseg's dispatcher checks once and calls fused.launch, which does not check again; the public
     kernels3d.lean_conv, for direct callers, checks."""
     from kernels3d import fused
-    from leanseg.nn import functional
+    from leanseg.nn import backend
 
-    assert functional._triton_launch() is fused.launch
+    assert backend.triton_launch() is fused.launch
     calls = []
     real = fused.check_args
     monkeypatch.setattr(fused, "check_args", lambda *a: calls.append(1) or real(*a))
