@@ -116,9 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         return 143
     except typer.Exit as ex:
         return ex.exit_code
-    except typer.TyperException as err:  # usage errors: unknown option, bad value, missing argument
-        show = getattr(err, "show", None)
-        show() if show else print(f"leanseg: error: {err}", file=sys.stderr)
+    except typer.TyperException as err:  # usage errors: unknown option, bad value, missing argument: one line
+        ctx = getattr(err, "ctx", None)
+        where = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        print(f"leanseg: error: {' '.join(message.split())}{where}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
     if code == 130:  # Ctrl-C, which typer caught: a run that did not finish never reports success
         print("leanseg: interrupted", file=sys.stderr)

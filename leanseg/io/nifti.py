@@ -167,7 +167,8 @@ def write_nifti(path: str | os.PathLike, array: np.ndarray, geometry: NiftiGeome
     if array.ndim == 4:  # (C, X, Y, Z) -> (X, Y, Z, C): NIfTI keeps channels on the 4th axis
         array = np.moveaxis(array, 0, -1)
     if geometry is None:
-        img = nib.Nifti1Image(array, np.diag([*(spacing or (1.0, 1.0, 1.0)), 1.0]))
+        steps = [*(spacing or ())][:3]
+        img = nib.Nifti1Image(array, np.diag([*steps, *[1.0] * (3 - len(steps)), 1.0]))  # a 2D image: 1 in z
     else:
         array = geometry.from_canonical(array)
         header = geometry.header.copy()
