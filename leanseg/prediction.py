@@ -119,92 +119,135 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             (``leanseg.spacing``). Default: the checkpoint's ``spacing`` (none for checkpoints without one); "none"
             predicts on the input's own grid.
     """
-    from leanseg.inference import check_options, check_window
-
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
+    from leanseg.inference import check_options
+
     check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
     if model is None:  # the last trained model that fits, else the zoo's for this kind of input
         from leanseg.pretrained import default_model
 
         model, why = default_model([Path(p) for p in inputs])
         print(f"leanseg: {why}", file=sys.stderr)
-    from leanseg.ensemble import expand_models
+    predictor = Predictor(model, window=window, overlap=overlap, tta=tta, device=device, amp=amp,
+                          probabilities=probabilities, preview=preview, batch_size=batch_size, slab=slab, halo=halo,
+                          postprocess=postprocess, uncertainty=uncertainty, progress=progress, crop=crop,
+                          precision=precision, spacing=spacing)
+    return predictor(inputs, output)
 
-    model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
-    net, meta = _checkpoint(model, uncertainty)
-    rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
-                                                                            "--postprocess")
-    if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
-        raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
-    dev = resolve_device(device, what="device")
-    if output is None:
-        output = default_output(inputs[0])
-        if output.exists():  # a name chosen for the user never replaces a file (a case folder's own seg, say)
-            raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
-    output = Path(output)
-    kind = kind_of(inputs[0])
-    seg_out = kind_of(output) == "dicom"  # DICOM SEG, referencing the input series
-    if seg_out:
-        if kind != "folder" or not is_dicom_folder(inputs[0]):
-            raise LeanSegError(f"{output}: DICOM SEG output references a DICOM series, and {inputs[0]} is not one; "
-                               "write .nii.gz")
-        check_seg_writer()
-    else:
-        _check_output_kind(output, kind)
-    if meta.spatial_dims is not None:
-        check_window(window_for(meta, window, meta.spatial_dims))
-    asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
-    sources: list[Path] = [Path(p) for p in inputs]
-    if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
-        sources = find_case_files(inputs[0], meta.channels)
-    elif kind == "nifti" and len(sources) > 1:
-        sources = _in_channel_order(sources, meta.channels)
-    arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
-    outputs = [output] + ([_sibling(output, "probs", arrays)] if probabilities
-                          else []) + ([_sibling(output, "preview", ".png")] if preview else [])
-    spread_path = _sibling(output, "uncertainty", arrays)
-    checkpoints = [m for m in (model if isinstance(model, list) else [model]) if isinstance(m, str | os.PathLike)]
-    read = sources + [Path(m) for m in checkpoints]  # the checkpoints are read too: never an output
-    for out in outputs + ([spread_path] if uncertainty else []):
-        check_output(out, read)
-    labels = meta.label_manager
-    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
-                   amp=amp)
-    net = _prepare(net.to(dev), precision)
-    if kind == "segy":
-        if len(inputs) > 1:
-            raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
-        if asked is not None:
-            raise LeanSegError(f"{inputs[0]}: a SEG-Y cube has no voxel size in mm to resample; drop --spacing")
-        if uncertainty or postprocess not in (None, "none"):
-            raise LeanSegError(f"{inputs[0]}: --uncertainty and --postprocess need the whole volume in memory; "
-                               "a SEG-Y cube is streamed")
-        _predict_segy(Path(inputs[0]), net, meta, outputs, window, (slab, halo), options, progress)
+
+class Predictor:
+    """The model and the options of ``leanseg.predict``, loaded and validated once; ``predictor(inputs, output)``
+    predicts one case. ``leanseg.predict`` makes one per call; ``leanseg.predict_folder`` one per process (or per
+    Dask worker) for all its cases. Arguments are ``leanseg.predict``'s (``model`` may not be None here)."""
+
+    def __init__(self, model, *, window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False,
+                 device: str = "cpu", amp: bool = False, probabilities: bool = False, preview: bool = False,
+                 batch_size: int = 1, slab: int | None = None, halo: int | None = None, postprocess=None,
+                 uncertainty: bool = False, progress: bool = True, crop: bool | None = None,
+                 precision: str = "fp32", spacing=None):
+        from leanseg.ensemble import expand_models
+        from leanseg.inference import check_options, check_window
+
+        check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)
+        model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
+        net, meta = _checkpoint(model, uncertainty)
+        self.rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
+                                                                                     "--postprocess")
+        if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
+            raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
+        dev = resolve_device(device, what="device")
+        if meta.spatial_dims is not None:
+            check_window(window_for(meta, window, meta.spatial_dims))
+        self.asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
+        # the checkpoints are read too: never an output
+        self.checkpoints = [Path(m) for m in (model if isinstance(model, list) else [model])
+                            if isinstance(m, str | os.PathLike)]
+        self.meta, self.window, self.spacing, self.crop = meta, window, spacing, crop
+        self.probabilities, self.preview, self.uncertainty = probabilities, preview, uncertainty
+        self.progress = progress
+        self.slab_halo, self.postprocess_asked = (slab, halo), postprocess
+        self.options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=meta.label_manager.activation,
+                            device=dev, amp=amp)
+        self.net = _prepare(net.to(dev), precision)
+
+    def sources(self, inputs: Sequence[Path]) -> list[Path]:
+        """The files to read for ``inputs``: a case folder's channel files, NIfTI channel files in order."""
+        kind = kind_of(inputs[0])
+        sources = [Path(p) for p in inputs]
+        if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
+            sources = find_case_files(inputs[0], self.meta.channels)
+        elif kind == "nifti" and len(sources) > 1:
+            sources = _in_channel_order(sources, self.meta.channels)
+        return sources
+
+    def read(self, inputs: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Any]:
+        """``(array, geometry)`` of a case that is predicted in memory (not SEG-Y), for reading ahead."""
+        return read_volume(self.sources([Path(p) for p in inputs]))
+
+    def __call__(self, inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
+                 volume: tuple[np.ndarray, Any] | None = None) -> Path:
+        """Predict one case and write its outputs; ``volume``: what ``read(inputs)`` gave, when read ahead."""
+        paths = [Path(p) for p in inputs]
+        if not paths:
+            raise LeanSegError("no input given")
+        meta, labels = self.meta, self.meta.label_manager
+        if output is None:
+            output = default_output(paths[0])
+            if output.exists():  # a name chosen for the user never replaces a file (a case folder's own seg, say)
+                raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
+        output = Path(output)
+        kind = kind_of(paths[0])
+        seg_out = kind_of(output) == "dicom"  # DICOM SEG, referencing the input series
+        if seg_out:
+            if kind != "folder" or not is_dicom_folder(paths[0]):
+                raise LeanSegError(f"{output}: DICOM SEG output references a DICOM series, and {paths[0]} is not "
+                                   "one; write .nii.gz")
+            check_seg_writer()
+        else:
+            _check_output_kind(output, kind)
+        sources = self.sources(paths)
+        arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
+        outputs = [output] + ([_sibling(output, "probs", arrays)] if self.probabilities
+                              else []) + ([_sibling(output, "preview", ".png")] if self.preview else [])
+        spread_path = _sibling(output, "uncertainty", arrays)
+        for out in outputs + ([spread_path] if self.uncertainty else []):
+            check_output(out, sources + self.checkpoints)
+        if kind == "segy":
+            if len(paths) > 1:
+                raise LeanSegError(f"{paths[1]}: a SEG-Y cube is one file; give one input")
+            if self.asked is not None:
+                raise LeanSegError(f"{paths[0]}: a SEG-Y cube has no voxel size in mm to resample; drop --spacing")
+            if self.uncertainty or self.postprocess_asked not in (None, "none"):
+                raise LeanSegError(f"{paths[0]}: --uncertainty and --postprocess need the whole volume in memory; "
+                                   "a SEG-Y cube is streamed")
+            _predict_segy(Path(paths[0]), self.net, meta, outputs, self.window, self.slab_halo, self.options,
+                          self.progress)
+            return output
+        array, geometry = volume if volume is not None else read_volume(sources)
+        where = ", ".join(str(p) for p in sources)
+        label_map, probs, spread = _segment(self.net, meta, array, geometry, where=where, rules=self.rules,
+                                            window=self.window, options=self.options, progress=self.progress,
+                                            crop=self.crop, spacing=self.spacing, asked=self.asked,
+                                            uncertainty=self.uncertainty)
+        if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
+            from leanseg import __version__
+
+            segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
+            write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
+                            version=__version__)
+        else:
+            write_volume(output, label_map, geometry)
+        if spread is not None:
+            write_volume(spread_path, spread[0].numpy(), geometry)
+        if self.probabilities:
+            write_volume(outputs[1], probs.numpy(), geometry)
+        if self.preview:
+            slices = OrthoSlices(label_map.shape)
+            slices.add(0, array[0], label_map)
+            slices.save(outputs[-1])
         return output
-    array, geometry = read_volume(sources)
-    where = ", ".join(str(p) for p in sources)
-    label_map, probs, spread = _segment(net, meta, array, geometry, where=where, rules=rules, window=window,
-                                        options=options, progress=progress, crop=crop, spacing=spacing, asked=asked,
-                                        uncertainty=uncertainty)
-    if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
-        from leanseg import __version__
-
-        segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
-        write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
-                        version=__version__)
-    else:
-        write_volume(output, label_map, geometry)
-    if spread is not None:
-        write_volume(spread_path, spread[0].numpy(), geometry)
-    if probabilities:
-        write_volume(outputs[1], probs.numpy(), geometry)
-    if preview:
-        slices = OrthoSlices(label_map.shape)
-        slices.add(0, array[0], label_map)
-        slices.save(outputs[-1])
-    return output
 
 
 def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: str, rules: Postprocess, window,
