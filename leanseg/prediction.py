@@ -83,7 +83,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
             slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
-            progress: bool = True, crop: bool | None = None, precision: str = "fp32", spacing=None) -> Path:
+            progress: bool = True, crop: bool | None = None, precision: str = "fp32", spacing=None,
+            scheduler: str | None = None, workers: int | None = None) -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -118,6 +119,9 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             it (linearly) and the probabilities back onto the input's exact grid before the labels are taken
             (``leanseg.spacing``). Default: the checkpoint's ``spacing`` (none for checkpoints without one); "none"
             predicts on the input's own grid.
+        scheduler, workers: a SEG-Y cube only: predict its slabs on the Dask cluster at the address ``scheduler``,
+            or on a local one of ``workers`` processes (``leanseg.cluster``); the label map is written as SEG-Y.
+            For many cases, see ``leanseg.predict_folder``.
     """
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
@@ -130,11 +134,37 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
 
         model, why = default_model([Path(p) for p in inputs])
         print(f"leanseg: {why}", file=sys.stderr)
+    if scheduler is not None or workers is not None:
+        return _predict_on_cluster([Path(p) for p in inputs], model, output, scheduler, workers, window=window,
+                                   overlap=overlap, tta=tta, device=device, amp=amp, batch_size=batch_size,
+                                   precision=precision, slab_halo=(slab, halo), progress=progress,
+                                   extras=dict(probabilities=probabilities, preview=preview, uncertainty=uncertainty,
+                                               postprocess=postprocess not in (None, "none"),
+                                               spacing=spacing is not None))
     predictor = Predictor(model, window=window, overlap=overlap, tta=tta, device=device, amp=amp,
                           probabilities=probabilities, preview=preview, batch_size=batch_size, slab=slab, halo=halo,
                           postprocess=postprocess, uncertainty=uncertainty, progress=progress, crop=crop,
                           precision=precision, spacing=spacing)
     return predictor(inputs, output)
+
+
+def _predict_on_cluster(inputs: list[Path], model, output, scheduler: str | None, workers: int | None, *, window,
+                        slab_halo: tuple, progress: bool, extras: dict, **options) -> Path:
+    """A SEG-Y cube's slabs on Dask workers (``leanseg.cluster.predict_segy``); the client loads no model."""
+    from leanseg.cluster import connect, predict_segy
+
+    if len(inputs) > 1 or kind_of(inputs[0]) != "segy":
+        raise LeanSegError(f"{inputs[0]}: scheduler and workers spread one SEG-Y cube's slabs, or a folder's cases "
+                           "(leanseg predict IN_FOLDER -o OUT_FOLDER)")
+    asked = [name for name, given in extras.items() if given]
+    if asked:
+        raise LeanSegError(f"{inputs[0]}: over Dask workers only the label map is written; drop {', '.join(asked)}")
+    if workers is not None and workers < 1:
+        raise LeanSegError(f"workers must be at least 1, got {workers}")
+    output = Path(output) if output is not None else default_output(inputs[0])
+    with connect(scheduler, workers) as client:
+        predict_segy(client, model, options, inputs[0], output, slab_halo, window=window, progress=progress)
+    return output
 
 
 class Predictor:
@@ -182,6 +212,15 @@ class Predictor:
             sources = _in_channel_order(sources, self.meta.channels)
         return sources
 
+    def outputs(self, kind: str, output: Path) -> list[Path]:
+        """Every file a case of input ``kind`` writes for the label map ``output``: the label map, then the
+        probabilities, the preview and the spread as asked."""
+        seg_out = kind_of(output) == "dicom"
+        arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
+        return [output] + ([_sibling(output, "probs", arrays)] if self.probabilities else []) + \
+            ([_sibling(output, "preview", ".png")] if self.preview else []) + \
+            ([_sibling(output, "uncertainty", arrays)] if self.uncertainty else [])
+
     def read(self, inputs: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Any]:
         """``(array, geometry)`` of a case that is predicted in memory (not SEG-Y), for reading ahead."""
         return read_volume(self.sources([Path(p) for p in inputs]))
@@ -208,12 +247,10 @@ class Predictor:
         else:
             _check_output_kind(output, kind)
         sources = self.sources(paths)
-        arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
-        outputs = [output] + ([_sibling(output, "probs", arrays)] if self.probabilities
-                              else []) + ([_sibling(output, "preview", ".png")] if self.preview else [])
-        spread_path = _sibling(output, "uncertainty", arrays)
-        for out in outputs + ([spread_path] if self.uncertainty else []):
+        outputs = self.outputs(kind, output)
+        for out in outputs:
             check_output(out, sources + self.checkpoints)
+        spread_path = outputs.pop() if self.uncertainty else None
         if kind == "segy":
             if len(paths) > 1:
                 raise LeanSegError(f"{paths[1]}: a SEG-Y cube is one file; give one input")
@@ -239,7 +276,7 @@ class Predictor:
                             version=__version__)
         else:
             write_volume(output, label_map, geometry)
-        if spread is not None:
+        if spread is not None and spread_path is not None:
             write_volume(spread_path, spread[0].numpy(), geometry)
         if self.probabilities:
             write_volume(outputs[1], probs.numpy(), geometry)
@@ -403,6 +440,14 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
     return sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
 
 
+def segy_normalizer(reader: SegyReader, meta: CheckpointMeta):
+    """The checkpoint's normalisation with statistics from 16 inlines spread over the cube (one lazy pass over the
+    whole cube would cost a full read). Each Dask worker of a distributed stream computes the same."""
+    picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
+    sample = np.stack([reader.read(i, i + 1)[0] for i in picks])[None]
+    return meta.normalization.transform(stats_from=sample)
+
+
 def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
                   progress: bool) -> None:
     """Stream a SEG-Y cube: read inline slabs lazily, write labels (and probabilities) slab by slab."""
@@ -419,10 +464,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         if meta.in_channels not in (None, 1):
             raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {meta.in_channels}")
         decoder = meta.label_manager
-        # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
-        picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
-        sample = np.stack([reader.read(i, i + 1)[0] for i in picks])[None]
-        norm = meta.normalization.transform(stats_from=sample)
+        norm = segy_normalizer(reader, meta)
         live = geometry.live
         labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
         if kind == "segy":
