@@ -56,8 +56,10 @@ def connect(scheduler: str | None, workers: int | None) -> Iterator[Any]:
                                    "some (dask worker ADDRESS)") from None
             yield client
         return
-    # one thread per worker: torch in each worker uses one core (the nanny sets OMP_NUM_THREADS=1 too)
+    # one thread per worker: torch in each worker uses one core (the nanny sets OMP_NUM_THREADS=1 too). No
+    # dashboard, and the scheduler's HTTP routes on a free port (not 8787, which another cluster may hold).
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      scheduler_kwargs={"dashboard_address": "127.0.0.1:0"}, host="127.0.0.1",
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
@@ -161,7 +163,10 @@ def _until_done(client, pending: set, finish: Callable[[Any], None], abandon: Ca
 
     alone_since = None
     while pending:
-        done, left = wait(pending, timeout=_POLL, return_when="FIRST_COMPLETED")
+        try:
+            done = wait(pending, timeout=_POLL, return_when="FIRST_COMPLETED").done
+        except TimeoutError:  # distributed's wait raises when nothing ended in time
+            done = set()
         pending.difference_update(done)
         for future in done:
             finish(future)
@@ -212,7 +217,8 @@ def _slab_task(token: str, model, options: dict, path: str, partial: str, step: 
         _STITCHERS.clear()
         stitch = _STITCHERS[token] = SlabStitcher.for_model(predictor.net, window_for(meta, predictor.window, 3), 3,
                                                             **predictor.options)
-    x = np.asarray(norm(reader.read(lo, hi)[None]), dtype=np.float32)
+    x = reader.read(lo, hi)[None]
+    x = x if norm is None else np.asarray(norm(x), dtype=np.float32)  # None: the checkpoint normalises nothing
     probs = stitch(torch.from_numpy(np.ascontiguousarray(x))[None], slice(start - lo, stop - lo))[0]
     labels = meta.label_manager.decode(probs)
     labels[~reader.geometry.live[start:stop]] = 0
