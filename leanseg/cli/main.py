@@ -15,6 +15,7 @@ import warnings
 
 import typer
 
+from leanseg.cli.bench_batch import bench_batch
 from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
 from leanseg.cli.bench_export import bench_export
@@ -62,6 +63,7 @@ bench_app.command("export")(bench_export)
 bench_app.command("faults")(bench_faults)
 bench_app.command("seg2d")(bench_seg2d)
 bench_app.command("msd")(bench_msd)
+bench_app.command("batch")(bench_batch)
 
 
 def _note(message, category, filename, lineno, file=None, line=None):
