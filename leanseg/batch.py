@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from leanseg.cluster import error_line, peak_rss_mb, prepare, until_done, where, worker_cached
 from leanseg.errors import LeanSegError, LeanSegWarning
 from leanseg.io import atomic_path, full_suffix, is_dicom_folder, kind_of, stem
 
@@ -214,7 +215,7 @@ def predict_folder(folder: str | os.PathLike, model=None, *, output: str | os.Pa
             bar.step(f"{case.name} {seconds:.1f} s")
 
         if todo and (scheduler is not None or workers is not None):
-            from leanseg.cluster import connect, run_cases
+            from leanseg.cluster import connect
 
             with connect(scheduler, workers) as client:
                 result.peak_mb = run_cases(client, model, options, todo, report)
@@ -253,14 +254,6 @@ def predict_case(predictor, case: Case, output: Path, volume=None) -> None:
     predictor(list(case.inputs), output, volume)
 
 
-def error_line(err: Exception) -> str:
-    """One line for a case's error: a LeanSegError's message, else the exception's type and first line."""
-    if isinstance(err, LeanSegError):
-        return str(err)
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 def _run_here(model, options: PredictOptions, todo: list[tuple[Case, Path]],
               report: Callable[[Case, float, str | None], None]) -> dict[str, float]:
     """The cases in this process, with the model loaded once; case i + 1 is read while case i is predicted."""
@@ -289,11 +282,59 @@ def _run_here(model, options: PredictOptions, todo: list[tuple[Case, Path]],
     return {f"pid {os.getpid()}": peak_rss_mb()}
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (Linux reports ru_maxrss in KB)."""
-    import resource
+# ------------------------------------------------------------------------------------------- on Dask workers
+def _predictor(token: str, model, options: PredictOptions):
+    from leanseg.prediction import Predictor
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return worker_cached(token, lambda: Predictor(model, **options))
+
+
+def _load(token: str, model, options: dict) -> str:
+    _predictor(token, model, options)
+    return where()
+
+
+def _case_task(token: str, model, options: dict, case: Case, output: Path) -> dict:
+    start = time.perf_counter()
+    error = None
+    try:
+        predict_case(_predictor(token, model, options), case, output)
+    except Exception as err:  # reported by the client as this case's one line; the worker goes on
+        error = error_line(err)
+    return {"seconds": time.perf_counter() - start, "error": error, "worker": where(), "peak_mb": peak_rss_mb()}
+
+
+def run_cases(client, model, options: dict, todo: list[tuple[Case, Path]],
+              report: Callable[[Case, float, str | None], None]) -> dict[str, float]:
+    """Predict ``todo`` ((case, label map) pairs) on the cluster; ``report`` each case as it ends. Returns the peak
+    resident memory (MB) of each worker that predicted. A case whose workers died (Dask retries it on others first)
+    fails with one line; if the cluster is left without a worker, the cases not done fail with one line each."""
+    token, model = prepare(client, model, options, _load)
+    futures = {}
+    for case, output in todo:  # absolute paths: a worker's working folder is its own
+        case = Case(case.name, tuple(p.absolute() for p in case.inputs), case.kind, case.problem)
+        future = client.submit(_case_task, token, model, options, case, output.absolute(),
+                               key=f"leanseg-{case.name}-{token[:8]}-{os.urandom(4).hex()}", retries=0)
+        futures[future] = case
+    peaks: dict[str, float] = {}
+
+    def finish(future) -> None:
+        case = futures[future]
+        try:
+            result = future.result()
+        except Exception as err:  # KilledWorker: the workers that ran it died
+            report(case, 0.0, f"the Dask worker(s) predicting it died ({error_line(err)[:200]})")
+            return
+        peaks[result["worker"]] = max(peaks.get(result["worker"], 0.0), result["peak_mb"])
+        report(case, result["seconds"], result["error"])
+
+    def abandon(left: set) -> None:
+        for future in left:
+            report(futures[future], 0.0, "not predicted: no Dask worker left")
+
+    until_done(client, set(futures), finish, abandon)
+    return peaks
+
 
 
 class _Bar:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -151,7 +152,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
 def _predict_on_cluster(inputs: list[Path], model, output, scheduler: str | None, workers: int | None, *, window,
                         slab_halo: tuple, progress: bool, extras: dict, **options) -> Path:
     """A SEG-Y cube's slabs on Dask workers (``leanseg.cluster.predict_segy``); the client loads no model."""
-    from leanseg.cluster import connect, predict_segy
+    from leanseg.cluster import connect
 
     if len(inputs) > 1 or kind_of(inputs[0]) != "segy":
         raise LeanSegError(f"{inputs[0]}: scheduler and workers spread one SEG-Y cube's slabs, or a folder's cases "
@@ -163,7 +164,8 @@ def _predict_on_cluster(inputs: list[Path], model, output, scheduler: str | None
         raise LeanSegError(f"workers must be at least 1, got {workers}")
     output = Path(output) if output is not None else default_output(inputs[0])
     with connect(scheduler, workers) as client:
-        predict_segy(client, model, options, inputs[0], output, slab_halo, window=window, progress=progress)
+        predict_segy_on_cluster(client, model, options, inputs[0], output, slab_halo, window=window,
+                                progress=progress)
     return output
 
 
@@ -198,8 +200,8 @@ class Predictor:
         self.probabilities, self.preview, self.uncertainty = probabilities, preview, uncertainty
         self.progress = progress
         self.slab_halo, self.postprocess_asked = (slab, halo), postprocess
-        self.options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=meta.label_manager.activation,
-                            device=dev, amp=amp)
+        self.options: dict[str, Any] = dict(overlap=overlap, tta=tta, batch_size=batch_size, device=dev, amp=amp,
+                                            activation=meta.label_manager.activation)
         self.net = _prepare(net.to(dev), precision)
 
     def sources(self, inputs: Sequence[Path]) -> list[Path]:
@@ -504,3 +506,133 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         write_nifti(output, labels_out, None, geometry.spacing)
     if slices is not None:
         slices.save(outputs[-1])
+
+
+# ------------------------------------------------------------------------------------------- a SEG-Y cube on Dask
+_READERS: dict[str, Any] = {}  # per worker: path -> (SegyReader, normalizer); one survey at a time
+_STITCHERS: dict[str, Any] = {}  # per worker: token -> SlabStitcher (slabs of one shape share the window weights)
+
+
+def _segy_source(path: str, predictor):
+    entry = _READERS.get(path)
+    if entry is None:
+        for reader, _ in _READERS.values():
+            reader.__exit__(None, None, None)
+        _READERS.clear()
+        reader = SegyReader(path)
+        entry = _READERS[path] = (reader, segy_normalizer(reader, predictor.meta))
+    return entry
+
+
+def _slab_task(token: str, model, options: dict, path: str, partial: str, step: tuple[int, int, int, int]) -> dict:
+    """Predict inlines ``start:stop`` of the survey (reading ``lo:hi``) and write their traces into ``partial``."""
+    import torch
+
+    from leanseg.cluster import peak_rss_mb, where
+    from leanseg.stitch import SlabStitcher
+
+    start_time = time.perf_counter()
+    predictor = _worker_predictor(token, model, options)
+    reader, norm = _segy_source(path, predictor)
+    meta = predictor.meta
+    start, stop, lo, hi = step
+    stitch = _STITCHERS.get(token)
+    if stitch is None:  # as the single-process stream makes it
+        _STITCHERS.clear()
+        stitch = _STITCHERS[token] = SlabStitcher.for_model(predictor.net, window_for(meta, predictor.window, 3), 3,
+                                                            **predictor.options)
+    x = reader.read(lo, hi)[None]
+    x = x if norm is None else np.asarray(norm(x), dtype=np.float32)  # None: the checkpoint normalises nothing
+    probs = stitch(torch.from_numpy(np.ascontiguousarray(x))[None], slice(start - lo, stop - lo))[0]
+    labels = meta.label_manager.decode(probs)
+    labels[~reader.geometry.live[start:stop]] = 0
+    with SegyWriter(partial, reader.geometry, create=False) as writer:
+        writer.write(start, labels)
+    return {"seconds": time.perf_counter() - start_time, "worker": where(), "peak_mb": peak_rss_mb()}
+
+
+def _worker_predictor(token: str, model, options: dict) -> Predictor:
+    from leanseg.cluster import worker_cached
+
+    return worker_cached(token, lambda: Predictor(model, **options))
+
+
+def _worker_load(token: str, model, options: dict) -> None:
+    _worker_predictor(token, model, options)
+
+
+def predict_segy_on_cluster(client, model, options: dict, path: Path, output: Path, slab_halo: tuple, window=None,
+                 progress: bool = True) -> dict[str, float]:
+    """Predict the SEG-Y cube ``path`` slab by slab on the cluster's workers into ``output`` (.sgy); equal, trace
+    for trace and header for header, to ``leanseg.predict``'s stream. Returns each worker's peak memory (MB)."""
+    from tqdm.auto import tqdm
+
+    from leanseg.cluster import error_line, prepare, until_done
+    from leanseg.stitch import plan_slabs
+
+    path, output = Path(path).absolute(), Path(output).absolute()
+    if kind_of(output) != "segy":
+        raise LeanSegError(f"{output}: over Dask workers a SEG-Y prediction is written as SEG-Y (.sgy)")
+    check_output(output, [path])
+    options = {**options, "window": window, "progress": False}
+    token, model = prepare(client, model, options, _worker_load)
+    with SegyReader(path) as reader:
+        geometry = reader.geometry
+        steps = plan_slabs(reader.shape[0], _first_window(client, token, model, options), *slab_halo)
+    partial = output.parent / f".{output.name}.slabs-partial"
+    journal = output.parent / f".{output.name}.slabs-done"
+    stamp = f"{path} {path.stat().st_size} {path.stat().st_mtime_ns} {token}\n"
+    done: set[int] = set()
+    if partial.is_file() and journal.is_file() and journal.read_text().startswith(stamp):
+        done = {int(line) for line in journal.read_text().splitlines()[1:] if line.strip().isdigit()}
+    else:  # a fresh output: headers, then the file extended to its full size so that workers write in place
+        with SegyWriter(partial, geometry) as writer:
+            size = writer.size
+        with open(partial, "r+b") as f:
+            f.truncate(size)
+        journal.write_text(stamp)
+    todo = [step for step in steps if step[0] not in done]
+    futures = {client.submit(_slab_task, token, model, options, str(path), str(partial), step,
+                             key=f"leanseg-slab-{step[0]}-{token[:8]}-{os.urandom(4).hex()}", retries=0): step
+               for step in todo}
+    peaks: dict[str, float] = {}
+    failed: list[int] = []
+    errors: list[str] = []
+    bar = tqdm(total=len(steps), initial=len(steps) - len(todo), unit="slab", desc="slabs", disable=not progress)
+
+    def finish(future) -> None:
+        step = futures[future]
+        try:
+            result = future.result()
+        except Exception as err:  # the worker's error, or KilledWorker
+            failed.append(step[0])
+            errors.append(error_line(err)[:200])
+            return
+        peaks[result["worker"]] = max(peaks.get(result["worker"], 0.0), result["peak_mb"])
+        with open(journal, "a") as f:
+            f.write(f"{step[0]}\n")
+        bar.update(1)
+
+    try:
+        until_done(client, set(futures), finish, lambda left: failed.extend(futures[f][0] for f in left))
+    finally:
+        bar.close()
+    if failed:
+        inlines = ", ".join(f"{geometry.ilines[s]}" for s in sorted(failed)[:5])
+        why = f" ({errors[0]})" if errors else " (no Dask worker left)"
+        raise LeanSegError(f"{path}: {len(failed)} slab(s) not predicted, starting at inline(s) {inlines}{why}; run "
+                           "the same command again to predict only those")
+    os.replace(partial, output)
+    journal.unlink(missing_ok=True)
+    return peaks
+
+
+def _first_window(client, token: str, model, options: dict) -> int:
+    """The window's inline size, as a worker's Predictor resolves it (the checkpoint's unless asked)."""
+    sizes = client.submit(_window_task, token, model, options, pure=False).result()
+    return int(sizes[0])
+
+
+def _window_task(token: str, model, options: dict) -> tuple[int, ...]:
+    predictor = _worker_predictor(token, model, options)
+    return window_for(predictor.meta, predictor.window, 3)

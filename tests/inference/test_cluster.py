@@ -82,7 +82,7 @@ def cluster_tokens(cluster):
     def tokens():
         from leanseg import cluster as mod
 
-        return list(mod._PREDICTORS)
+        return list(mod._CACHE)
 
     with distributed.Client(cluster) as client:
         return client.run(tokens)
@@ -104,7 +104,7 @@ def test_segy_over_workers_equals_stream_trace_for_trace(tmp_path, cluster):
 
 def test_segy_resumes_by_slab(tmp_path, cluster, monkeypatch):
     """A run that lost slabs names them; the next run predicts only those and gives the whole stream's output."""
-    from leanseg import cluster as mod
+    from leanseg import prediction as mod
 
     model = make_model(tmp_path / "m.safetensors")
     cube = make_cube(tmp_path / "cube.sgy")
