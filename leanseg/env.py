@@ -22,18 +22,19 @@ def _switched_off(name: str) -> bool:
 
 
 def backend() -> Backend:
-    """LEANSEG_BACKEND: "reference" forces the plain-PyTorch lean convolution everywhere (for debugging);
-    anything else, or unset, is "auto" (the fastest path for the tensor's device)."""
+    """LEANSEG_BACKEND: "reference" runs every layer as plain PyTorch (for debugging): no compiled C library is
+    loaded, no Triton kernel runs (leanseg.nn.backend applies it). Anything else, or unset, is "auto" (the fastest
+    path for the tensor's device)."""
     return "reference" if os.environ.get("LEANSEG_BACKEND", "auto").strip().lower() == "reference" else "auto"
 
 
 def cext_enabled() -> bool:
-    """LEANSEG_CEXT: "0" disables the compiled C stencil on CPU (plain PyTorch instead). Default on."""
+    """LEANSEG_CEXT: "0" disables the compiled C kernels on CPU (plain PyTorch instead). Default on."""
     return not _switched_off("LEANSEG_CEXT")
 
 
 def cache_dir() -> Path:
-    """LEANSEG_CACHE: where the compiled C stencil is cached. Default ~/.cache/leanseg."""
+    """LEANSEG_CACHE: where the compiled C kernels are cached. Default ~/.cache/leanseg."""
     value = os.environ.get("LEANSEG_CACHE")
     return Path(value) if value else Path.home() / ".cache" / "leanseg"
 
@@ -44,7 +45,7 @@ def malloc_tune() -> bool:
 
 
 def c_compiler() -> str | None:
-    """CC: the C compiler for the CPU stencil, when set; otherwise the caller looks for cc/gcc on PATH."""
+    """CC: the C compiler for the CPU kernels, when set; otherwise the caller looks for cc/gcc on PATH."""
     return os.environ.get("CC") or None
 
 
@@ -76,6 +77,17 @@ def max_voxels() -> int:
     make leanseg allocate gigabytes."""
     value = os.environ.get("LEANSEG_MAX_VOXELS", "").strip()
     return int(value) if value.isdigit() and int(value) > 0 else 2**28
+
+
+def check_budget(values: int, where: str, what: str) -> None:
+    """The one memory budget, checked before a stage allocates: ``values`` (float32 values the stage will hold at
+    once: a resampled volume with its probabilities, a decoded image, a slab, per-label masks) against
+    LEANSEG_MAX_VOXELS. ``what`` says what makes them (``"resampling to 0.4 mm makes 640x640x640 x 5 values"``)."""
+    from leanseg.errors import LeanSegError
+
+    if values > max_voxels():
+        raise LeanSegError(f"{where}: {what} = {values:,} values, over the limit of {max_voxels():,} "
+                           "(LEANSEG_MAX_VOXELS raises it)")
 
 
 def shared_data() -> Path | None:

@@ -22,7 +22,7 @@ import torch
 from monai.inferers import sliding_window_inference
 
 from leanseg.errors import LeanSegError
-from leanseg.options import parse_window
+from leanseg.options import MAX_OVERLAP, parse_window
 
 ACTIVATIONS = {"softmax": lambda y: torch.softmax(y, dim=1), "sigmoid": torch.sigmoid, "none": lambda y: y}
 
@@ -47,9 +47,6 @@ def _mirrored(model: torch.nn.Module, activation: str, tta: bool, device: torch.
     return predict
 
 
-# Windows of one voxel, or overlaps near 1, would run a window per voxel: hours for one volume. nnU-Net and MONAI
-# use 0.5; 0.9 already runs 1000x the windows of 0 in 3D.
-MAX_OVERLAP = 0.9
 MAX_WINDOW, MAX_WINDOW_VOXELS = 1024, 2**24  # 256^3 voxels: several GB of activations already
 MAX_WINDOWS = 20_000  # a BraTS case takes 27 windows of 128^3 at overlap 0.5; a one-voxel window would take 9M
 

@@ -97,6 +97,11 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike,
     if manager is None or not manager.scored:
         return {}
     scored = LabelManager(regions=manager.scored)  # one binary mask per scored class or region
+    from leanseg import env
+
+    # two float masks per class (prediction, reference), and the distance maps of HD95 as many again
+    env.check_budget(4 * len(scored.names) * int(pred.size), str(reference),
+                     f"scoring {len(scored.names)} classes over {pred.size:,} voxels")
     p = torch.from_numpy(scored.masks(pred))[None].float()
     r = torch.from_numpy(scored.masks(ref))[None].float()
     spacing = list(getattr(pred_geometry, "spacing", None) or [1.0] * (p.ndim - 2))

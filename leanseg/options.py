@@ -147,6 +147,10 @@ def parse_window(
 
 _DEVICES = ("cpu", "cuda", "auto")
 
+# Windows of one voxel, or overlaps near 1, would run a window per voxel: hours for one volume. nnU-Net and MONAI
+# use 0.5; 0.9 already runs 1000x the windows of 0 in 3D. (Here, not in leanseg.inference: the CLI's help says it.)
+MAX_OVERLAP = 0.9
+
 
 def resolve_device(device: str | torch.device | None = "cpu", *, what: str = "--device") -> torch.device:
     """'cpu' (the default), 'cuda' or 'cuda:N' (an error when there is no such device), 'auto' (cuda when there

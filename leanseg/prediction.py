@@ -7,6 +7,7 @@ SEG-Y cubes always stream slab by slab along the inline axis, so their size is b
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -185,6 +186,9 @@ class Predictor:
         check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)
         model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
         net, meta = _checkpoint(model, uncertainty)
+        if meta.extra.get("finished") is False:  # saved by a run that was stopped (or is still going)
+            print(f"leanseg: warning: the model is from an unfinished run (epoch {meta.extra.get('epoch', -1) + 1} "
+                  f"of {meta.extra.get('epochs', '?')}); `leanseg train ... --resume` finishes it", file=sys.stderr)
         self.rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
                                                                                      "--postprocess")
         if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
@@ -250,8 +254,11 @@ class Predictor:
             _check_output_kind(output, kind)
         sources = self.sources(paths)
         outputs = self.outputs(kind, output)
+        # the checkpoints are read too: never an output; nor is anything written into an input folder (it would
+        # join the series or the case on the next read)
+        read = sources + self.checkpoints + ([Path(paths[0])] if kind == "folder" else [])
         for out in outputs:
-            check_output(out, sources + self.checkpoints)
+            check_output(out, read)
         spread_path = outputs.pop() if self.uncertainty else None
         if kind == "segy":
             if len(paths) > 1:
@@ -307,8 +314,9 @@ def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: s
     box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
     inside = array if box is None else array[(slice(None),) + tuple(box)]
     grid = inside.shape[1:]
+    shape = target_shape(grid, geometry.spacing, target) if target is not None else tuple(grid)
+    _check_work(shape, grid if target is not None else None, array.shape[0], labels.num_outputs, where)
     if target is not None:  # to the model's spacing before normalising, as training resamples on loading
-        shape = target_shape(grid, geometry.spacing, target)
         check_size(shape, where)
         inside = resample(inside, shape).numpy()
     probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
@@ -321,6 +329,18 @@ def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: s
         probs = paste(probs, box, array.shape[1:], labels.background)
         spread = paste(spread, box, array.shape[1:], [0.0]) if spread is not None else None
     return rules.apply(labels.decode(probs), labels), probs, spread
+
+
+def _check_work(shape, grid, channels: int, outputs: int, where: str) -> None:
+    """The memory the prediction of one volume holds at once, against the budget, before any of it is allocated:
+    the (resampled) input, the blended probabilities with their weights and a copy, and the probabilities brought
+    back onto the input's ``grid`` when resampling. An input's header is checked when it is read; this checks what
+    resampling (a 10 mm file at a 1 mm model, --spacing 0.4) and the model's outputs make of it."""
+    from leanseg import env
+
+    values = math.prod(shape) * (channels + 2 * outputs + 1) + (math.prod(grid) * outputs if grid else 0)
+    env.check_budget(values, where, f"predicting {'x'.join(map(str, shape))} voxels ({channels} channel(s) in, "
+                                    f"{outputs} out{', resampled' if grid else ''})")
 
 
 def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[int] | None = None,
@@ -346,6 +366,9 @@ def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[i
     values = np.asarray(array, dtype=np.float32)
     if values.ndim not in (3, 4) or min(values.shape) < 1:
         raise LeanSegError(f"array: expected (C, *spatial) with 2 or 3 spatial axes, got shape {values.shape}")
+    if not np.isfinite(values).all():  # as the file readers refuse them: a NaN spreads through every window
+        bad = int(values.size - np.isfinite(values).sum())
+        raise LeanSegError(f"array: {bad} voxels are NaN or infinite; fix or mask them before segmenting")
     if meta.spatial_dims not in (None, values.ndim - 1):
         raise LeanSegError(f"array: a {values.ndim - 1}D input for a {meta.spatial_dims}D model")
     check_window(window_for(meta, window, values.ndim - 1))
@@ -439,7 +462,19 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
     from leanseg.inference import sliding_window_predict
 
     x = torch.from_numpy(array)[None]
-    return sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    probs = sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    check_finite_output(probs)
+    return probs
+
+
+def check_finite_output(probs) -> None:
+    """A non-finite probability is an error naming the stage: argmax over NaN would give background everywhere."""
+    import torch
+
+    if not bool(torch.isfinite(probs).all()):
+        bad = int(probs.numel() - torch.isfinite(probs).sum())
+        raise LeanSegError(f"the network's output has {bad} NaN or infinite probabilities (inputs and weights were "
+                           "finite: an overflow inside the model?); no label map was written")
 
 
 def segy_normalizer(reader: SegyReader, meta: CheckpointMeta):
@@ -466,6 +501,15 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         if meta.in_channels not in (None, 1):
             raise LeanSegError(f"{path}: a SEG-Y cube has 1 channel but the checkpoint expects {meta.in_channels}")
         decoder = meta.label_manager
+        # a slab's memory (its inlines with both halos, each crosslines x samples from the headers), before any read
+        first = window_for(meta, window, 3)[0]
+        halo = first // 8 if slab_halo[1] is None else slab_halo[1]
+        rows = min(geometry.shape[0], (slab_halo[0] or max(1, first - 2 * halo)) + 2 * halo)
+        from leanseg import env
+
+        env.check_budget(rows * geometry.shape[1] * geometry.shape[2] * (2 + 2 * decoder.num_outputs), str(path),
+                         f"a slab of {rows} inlines x {geometry.shape[1]:,} crosslines x {geometry.shape[2]:,} "
+                         f"samples with {decoder.num_outputs} outputs")
         norm = segy_normalizer(reader, meta)
         live = geometry.live
         labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
@@ -488,6 +532,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
             return _apply(norm, reader.read(lo, hi)[None])
 
         def write(start, probs):
+            check_finite_output(probs)
             labels = decoder.decode(probs)
             stop = start + len(labels)
             labels[~live[start:stop]] = 0

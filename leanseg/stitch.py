@@ -5,7 +5,7 @@ weights and their sum over the windows on every call, and per window runs the ac
 it in place and adds it to the output: four passes over each window, then one division over the whole output. For a
 SEG-Y cube streamed in slabs of one shape that was more time than reading, normalising and writing together.
 ``SlabStitcher`` keeps the weights and their sum across calls on inputs of one shape, and applies the activation,
-the weighting and the accumulation in one C loop per window (``stitch_add`` in leanseg/nn/_stencil.c; plain
+the weighting and the accumulation in one C loop per window (``stitch_add`` in leanseg/nn/csrc/stitch.c; plain
 PyTorch where no C compiler is found). The windows, their weights and the padding are MONAI's
 (``dense_patch_slices``, ``compute_importance_map``, its padding rule), so the result equals MONAI's up to rounding
 (tests/inference/test_stitch.py compares both against float64).
@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from leanseg.errors import LeanSegError
 from leanseg.inference import ACTIVATIONS, _mirrored, check_options, check_window, check_window_count, mirror_pad
-from leanseg.nn import _cext
+from leanseg.nn import _cext, backend
 from leanseg.options import parse_window
 
 _ACT_CODES = {"none": 0, "softmax": 1, "sigmoid": 2}  # stitch_add's act argument
@@ -129,7 +129,7 @@ class SlabStitcher:
         """acc[:, box] += act(out) * weights, in one pass where the C library is built."""
         weights = self._weights
         assert weights is not None  # set by _grid before any window
-        lib = _cext.load() if acc.dtype in (torch.float32, torch.float64) else None
+        lib = backend.c_library(acc, dtypes=(torch.float32, torch.float64))
         if lib is None:
             acc[(slice(None),) + box] += ACTIVATIONS[self.act](out[None])[0] * weights
             return

@@ -510,6 +510,10 @@ class DatasetTask(Task):
         flags = {k: getattr(self.config, k) for k in PLANNED if getattr(self.config, k) is not None}
         if "model_kwargs" in flags and "model" not in flags:  # --features alone: the planned network, other widths
             flags["model_kwargs"] = dict(plan.model_kwargs) | dict(flags["model_kwargs"])
+        elif "model" in flags and "model_kwargs" not in flags:  # another network: the planned options it takes
+            from leanseg.models import accepted_kwargs
+
+            flags["model_kwargs"] = accepted_kwargs(flags["model"], dict(plan.model_kwargs))
         plan = dataclasses.replace(plan, **flags)
         if isinstance(plan.spacing, str):
             plan.spacing = target_spacing(np.asarray(fp["spacings"], dtype=np.float64))

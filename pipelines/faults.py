@@ -32,7 +32,7 @@ class FaultsConfig(TaskConfig):
     epochs: int = 100
     val_fraction: float = 0.1  # FaultSeg3D's split (200 training, 20 validation cubes); generated cubes are many
     lr: float = 2e-3
-    # the EM ablations' design carried to 3D (README, faults): dense 3x3x3s in the 16-channel level, encoder and
+    # the EM design carried to 3D (docs/benchmarks.md, faults): dense 3x3x3s in the 16-channel level, encoder and
     # decoder, and max pooling down; 105,041 weights. On the bench recipe (3 seeds) 5.5 F1 points above the all-lean
     # stride-2 design (65,489 weights) and 1.1 behind its dense twin; its zoo model (2,700 steps) scores 0.878
     # held out, the old design's (1,170 steps) 0.731

@@ -34,7 +34,7 @@ class Seg2dConfig(TaskConfig):
     batch_size: int = 4
     samples_per_case: int = 4
     epochs: int = 100
-    # ISBI 2012 ablations (README, slices 15-19): max-pool then a stride-1 lean conv going down (+5.8 membrane Dice
+    # ISBI 2012 ablations (CHANGELOG, slices 15-19): max-pool then a stride-1 lean conv going down (+5.8 membrane Dice
     # points over stride-2 lean convs at 8 epochs) and dense 3x3s in the full-resolution decoder level (+6.0) add
     # up; at 40 epochs dense 3x3s in both finest levels, encoder and decoder (16 and 32 channels, where dense convs
     # are cheap), add 2.6 points over the decoder level alone; the transposed-conv up path (nnU-Net's) over the

@@ -25,7 +25,7 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     SegResNet's init_filters (its widths double per level, so init_filters = features[0] gives the same ones)."""
     feats = tuple(features)
     lean = {"features": feats, "conv": "lean", "down": "conv", "last_conv": None}  # the task's 3D design
-    em = {"down": "maxpool", "last_conv": "dense"}  # the seg2d ablations' winners (README, B1 + B2)
+    em = {"down": "maxpool", "last_conv": "dense"}  # the seg2d ablations' winners (CHANGELOG, 0.1.0)
     em2026 = {"down": "maxpool", "up": "transpose"}  # with residual=False (the lean default) and dense levels
     return {
         "LeanUNet": {"model_kwargs": lean},
@@ -53,7 +53,7 @@ def contenders(features: tuple[int, ...]) -> dict[str, dict[str, Any]]:
     }
 
 
-# the lean design at the bench's widths, the 3D winner of the README's table (twice the widths, residual blocks,
+# the lean design at the bench's widths, the 3D winner of docs/benchmarks.md's table (twice the widths, residual blocks,
 # still 1/4 of the twin's weights), the twin and MONAI's two
 DEFAULT_MODELS = ("LeanUNet", "LeanUNet x2 residual", "LeanUNet dense twin", "MONAI UNet", "MONAI SegResNet")
 

@@ -24,12 +24,15 @@ from torch import nn
 
 from leanseg.errors import LeanSegError
 from leanseg.models import available, create
+from leanseg.models._registry import registered_by
 from leanseg.nn.lean_conv import LeanConv
 from leanseg.options import look_up_option
 
-# Keyword arguments that make each registered model buildable for a given input; a model missing here gets
-# spatial_dims and in_channels only.
-EXAMPLE_KWARGS = {"lean_unet": {"out_channels": 3}, "lean_resnet": {"num_classes": 10}}
+# Keyword arguments that make each registered model buildable for a given input, besides spatial_dims and
+# in_channels; a model missing here gets 3 outputs (the BraTS regions).
+EXAMPLE_KWARGS = {"lean_resnet": {"num_classes": 10}}
+# the models with a lean/dense twin (their ``conv`` option); every other model is listed once
+TWINS = ("lean_unet", "lean_resnet")
 
 
 def parse_input(text: str) -> tuple[int, ...]:
@@ -99,30 +102,42 @@ def format_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def models_table(input_shape: str = "4x128x128x128") -> str:
-    """``leanseg models``: every registered model, lean and dense, with weights and multiply-adds for the input."""
+    """``leanseg models``: every registered model with its weights and multiply-adds for the input; leanseg's own
+    networks lean and dense, with the ratio."""
     shape = parse_input(input_shape)
     rows = []
     for name in available():
-        if name.startswith("monai_") or name == "averaged":  # MONAI's networks have no lean/dense twin (bench
-            continue  # unet compares them); an averaged model is a container of other models
-        counts: dict[str, tuple[int, int] | Exception] = {}
-        for conv in ("lean", "dense"):
-            kwargs = {"spatial_dims": len(shape) - 1, "in_channels": shape[0], "conv": conv,
-                      **EXAMPLE_KWARGS.get(name, {})}
+        if name == "averaged":
+            rows.append([name, "-", "-", "-", "-", "-", "leanseg: the mean of other models (crossval --ensemble)"])
+            continue
+        convs: tuple[str | None, ...] = ("lean", "dense") if name in TWINS else (None,)
+        counts: dict[str | None, tuple[int, int] | str] = {}
+        for conv in convs:
+            kwargs: dict[str, int | str] = {"spatial_dims": len(shape) - 1, "in_channels": shape[0],
+                      **EXAMPLE_KWARGS.get(name, {"out_channels": 3})}
+            if conv is not None:
+                kwargs["conv"] = conv
             try:
                 with torch.device("meta"):
                     counts[conv] = weights_and_macs(create(name, **kwargs), shape)
-            except (TypeError, ValueError, RuntimeError) as err:  # a model that does not take this input
-                counts[conv] = err
+            except (TypeError, ValueError, RuntimeError, LeanSegError) as err:  # a model that does not take this input
+                counts[conv] = f"does not take this input ({str(err).splitlines()[0][:60]})"
+        dense = counts.get("dense")
         for conv, c in counts.items():
-            if isinstance(c, Exception):
-                rows.append([name, conv, "-", "-", "-", f"n/a: {str(c).splitlines()[0][:60]}"])
+            if isinstance(c, str):
+                rows.append([name, conv or "-", "-", "-", "-", "-", c])
                 continue
-            dense = counts["dense"]
-            ratios = ["-", "-"] if isinstance(dense, Exception) else [f"{dense[i] / c[i]:.1f}x" for i in (0, 1)]
-            rows.append([name, conv, f"{c[0]:,}", _fmt(c[1]), *ratios])
-    header = ["model", "conv", "weights", "multiply-adds", "dense/this weights", "dense/this MACs"]
+            ratios = [f"{dense[i] / c[i]:.1f}x" for i in (0, 1)] if isinstance(dense, tuple) else ["-", "-"]
+            rows.append([name, conv or "-", f"{c[0]:,}", _fmt(c[1]), *ratios, _origin(name)])
+    header = ["model", "conv", "weights", "multiply-adds", "dense/this weights", "dense/this MACs", "from"]
     return f"input {'x'.join(map(str, shape))} (batch 1)\n" + format_table(header, rows)
+
+
+def _origin(name: str) -> str:
+    module = registered_by(name) or ""
+    if name.startswith("monai_"):
+        return "MONAI"
+    return "leanseg" if module.partition(".")[0] == "leanseg" else module
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -116,8 +116,8 @@ def _row(checkpoint: str, case: str, output: str, setup: Setup) -> dict:
     counts = {"windows": 0, "forward_s": 0.0}
     load = leanseg.checkpoint.load_model
 
-    def load_and_count(path):  # leanseg.predict loads through this: count windows and time the network
-        model, meta = load(path)
+    def load_and_count(path, model=None):  # leanseg.predict loads through this: count windows, time the network
+        model, meta = load(path, model)
 
         def before(module, args):
             counts["windows"] += args[0].shape[0]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from leanseg.cli.imports import import_modules, import_option
 from leanseg.errors import LeanSegError
 
 
@@ -19,9 +20,11 @@ def crossval_cmd(
     ensemble: Path = typer.Option(None, "--ensemble", help="also write the folds as one checkpoint (an 'averaged' "
                                   "model: the mean probability of the folds) at this path"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
+    imports: list[str] | None = import_option(),
 ):
     """Predict each fold's validation cases with that fold's best checkpoint; print Dice per fold and over all
     cases (the CV figure); write RUNS/crossval.json."""
+    import_modules(imports)
     from leanseg.training.crossval import crossval, format_crossval
 
     if not runs.is_dir():

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from leanseg.cli.imports import import_modules, import_option
+
 
 def export_cmd(
     checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors from leanseg.save_model)"),
@@ -15,8 +17,10 @@ def export_cmd(
                                 "or shifted"),
     input_shape: str | None = typer.Option(None, help="spatial size of the traced example, e.g. 32 or 32,48,40 "
                                            "(sizes stay dynamic; default 32)"),
+    imports: list[str] | None = import_option(),
 ):
     """Export a checkpoint; its config (channels, labels/regions, normalisation, window) travels with it."""
+    import_modules(imports)
     from leanseg.export import export
     from leanseg.options import parse_window
 

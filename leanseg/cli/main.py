@@ -12,9 +12,12 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
+from leanseg.cli._help import CONTEXT, LeanCommand, LeanGroup
 from leanseg.cli.bench_batch import bench_batch
 from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
@@ -32,7 +35,7 @@ from leanseg.cli.export_cmd import export_cmd
 from leanseg.cli.models_cmd import models
 from leanseg.cli.postprocess_cmd import postprocess_select_cmd
 from leanseg.cli.predict_cmd import predict_cmd
-from leanseg.cli.train_cmd import train_cmd
+from leanseg.cli.train_cmd import TrainCommand, train_cmd
 from leanseg.errors import LeanSegError, LeanSegWarning
 
 app = typer.Typer(
@@ -41,29 +44,40 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=LeanGroup,
+    context_settings=CONTEXT,
 )
-bench_app = typer.Typer(help="Benchmarks that print tables (speed, memory, weights).", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print tables (speed, memory, weights).", no_args_is_help=True,
+                        cls=LeanGroup, context_settings=CONTEXT)
 app.add_typer(bench_app, name="bench")
 
+
+def _version(value: bool) -> None:
+    if value:
+        from leanseg import __version__
+
+        typer.echo(f"leanseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                       help="print the version and exit")):
+    """2D/3D segmentation (NIfTI, SEG-Y, images) on the lean convolution of LeanResNet."""
+
+
 # in the order `leanseg --help` lists them
-app.command("models")(models)
-app.command("train")(train_cmd)
-app.command("demo")(demo_cmd)
-app.command("predict")(predict_cmd)
-app.command("evaluate")(evaluate_cmd)
-app.command("crossval")(crossval_cmd)
-app.command("postprocess-select")(postprocess_select_cmd)
-app.command("export")(export_cmd)
-bench_app.command("conv")(bench_conv)
-bench_app.command("unet")(bench_unet)
-bench_app.command("stream")(bench_stream)
-bench_app.command("brats")(bench_brats)
-bench_app.command("predict")(bench_predict)
-bench_app.command("export")(bench_export)
-bench_app.command("faults")(bench_faults)
-bench_app.command("seg2d")(bench_seg2d)
-bench_app.command("msd")(bench_msd)
-bench_app.command("batch")(bench_batch)
+_COMMANDS: list[tuple[typer.Typer, str, Callable[..., Any]]] = [
+    (app, "models", models), (app, "train", train_cmd), (app, "demo", demo_cmd), (app, "predict", predict_cmd),
+    (app, "evaluate", evaluate_cmd), (app, "crossval", crossval_cmd),
+    (app, "postprocess-select", postprocess_select_cmd), (app, "export", export_cmd),
+    (bench_app, "conv", bench_conv), (bench_app, "unet", bench_unet), (bench_app, "stream", bench_stream),
+    (bench_app, "brats", bench_brats), (bench_app, "predict", bench_predict), (bench_app, "export", bench_export),
+    (bench_app, "faults", bench_faults), (bench_app, "seg2d", bench_seg2d), (bench_app, "msd", bench_msd),
+    (bench_app, "batch", bench_batch),
+]
+for _app, _name, _fn in _COMMANDS:
+    _app.command(_name, cls=TrainCommand if _fn is train_cmd else LeanCommand)(_fn)
 
 
 def _note(message, category, filename, lineno, file=None, line=None):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from leanseg.cli.imports import import_modules, import_option
 from leanseg.errors import LeanSegError
 
 
@@ -18,9 +19,11 @@ def postprocess_select_cmd(
     task: str | None = typer.Option(None, help="take the classes or regions from this task instead (e.g. brats)"),
     output: Path | None = typer.Option(None, "-o", "--output", help="write a copy of --model with the chosen rules "
                                        "stored in it (its 'postprocess' field)"),
+    imports: list[str] | None = import_option(),
 ):
     """Try each rule per class/region (largest component, size floor, BraTS ET demotion); keep those that raise
     mean Dice; print them as the JSON that --postprocess takes."""
+    import_modules(imports)
     from leanseg.postprocess import select_postprocess
 
     if (model is None) == (task is None):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import typer
 
+from leanseg.cli.imports import import_modules, import_option
 from leanseg.errors import LeanSegError
-from leanseg.options import parse_window, resolve_device
+from leanseg.options import MAX_OVERLAP, parse_window, resolve_device
 from leanseg.spacing import parse_spacing
 
 
@@ -26,9 +27,9 @@ def predict_cmd(
                                        "(.nii.gz, .sgy, .npy, .png); default: beside the input, '<name>_pred'. For a "
                                        "folder of cases, the output folder (OUT/<case>.nii.gz, .sgy, .png)"),
     window: str | None = typer.Option(None, help="window size, '128' or '128,128,96' (default: the checkpoint's)"),
-    overlap: float = typer.Option(0.5, help="overlap of neighbouring windows, 0 to <1"),
+    overlap: float = typer.Option(0.5, help=f"overlap of neighbouring windows, a fraction from 0 to {MAX_OVERLAP}"),
     tta: bool = typer.Option(False, "--tta/--no-tta", help="average over every mirroring of the axes"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto (cuda when there is one)"),
     amp: bool = typer.Option(False, help="float16 autocast (CUDA only)"),
     probabilities: bool = typer.Option(False, help="also write the probabilities ('<output>_probs')"),
     preview: bool = typer.Option(False, help="also write a PNG of three orthogonal slices with the labels"),
@@ -49,8 +50,10 @@ def predict_cmd(
     scheduler: str | None = typer.Option(None, help="a Dask scheduler's address (tcp://host:8786): its workers "
                                          "predict the folder's cases, or a SEG-Y cube's slabs"),
     workers: int | None = typer.Option(None, help="start a local Dask cluster of this many worker processes"),
+    imports: list[str] | None = import_option(),
 ):
     """Segment a volume with a trained checkpoint and write the label map on the input's grid."""
+    import_modules(imports)
     from leanseg.prediction import predict  # its device parser is leanseg.options.resolve_device
 
     # the volume's dimension is known once the input is read: one size goes through as an int, which

@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from leanseg.cli._help import LeanCommand
+from leanseg.cli.imports import import_modules, import_option
 from leanseg.errors import LeanSegError
 from leanseg.options import Schedule, look_up_option, parse_ints, parse_window, resolve_device
 from leanseg.tasks import describe
@@ -14,21 +16,63 @@ from leanseg.tasks import describe
 _TASKS = "; ".join(f"{name}: {desc}" for name, desc in describe().items())
 
 
+def task_defaults() -> str:
+    """The defaults each task trains with, for the end of ``leanseg train --help`` (read from the tasks' configs
+    when the help is shown, so they cannot drift from the code)."""
+    from leanseg.tasks import task_class
+
+    lines = ["Task defaults (a flag replaces one):"]
+    for name in describe():
+        try:
+            cfg = task_class(name).Config()
+        except Exception as err:  # a third-party task that does not import: say so, list the others
+            lines.append(f"{name}: cannot be imported ({type(err).__name__})")
+            continue
+        if cfg.epochs is None:  # the dataset task
+            lines.append(f"{name}: planned from the data's fingerprint, printed before training and written to "
+                         "OUT/plan.json (--plan overrides it)")
+            continue
+        window = "x".join(map(str, cfg.window))
+        lines.append(f"{name}: {cfg.epochs} epochs, batch {cfg.batch_size}, window {window}, lr {cfg.lr:g} "
+                     f"({cfg.schedule}), model {cfg.model}, spacing {_spacing(cfg.spacing)}")
+    return "\n\n".join(lines)
+
+
+def _spacing(spacing) -> str:
+    if spacing is None:
+        return "none"
+    return spacing if isinstance(spacing, str) else ",".join(f"{s:g}" for s in spacing)
+
+
+class TrainCommand(LeanCommand):
+    """``leanseg train``, whose help ends with the task defaults, read when the help is shown."""
+
+    @property
+    def epilog(self) -> str:
+        return task_defaults()
+
+    @epilog.setter
+    def epilog(self, value) -> None:
+        pass  # typer sets none; the property is the epilog
+
+
 def train_cmd(
     task: str = typer.Option(None, "--task", "-t", help=f"task to train (default: dataset when --data holds a "
                              f"dataset.json). {_TASKS}"),
     data: Path = typer.Option(None, "--data", "-d", help="folder of cases: an MSD or nnU-Net v2 dataset (with its "
-                              "dataset.json) needs no --task; other layouts: see data_cards/"),
+                              "dataset.json) needs no --task; other layouts need --task, and each task's module "
+                              "describes the layout it reads (python -m pydoc pipelines.brats)"),
     synthetic: int = typer.Option(None, "--synthetic", help="train on N generated cases instead of --data"),
-    model: str = typer.Option(None, help="registry model (default: the task's, e.g. lean_unet)"),
+    model: str = typer.Option(None, help="registry model, see `leanseg models`; yours with --import (default: the "
+                              "task's, listed below)"),
     features: str = typer.Option(None, help="model widths per level, e.g. 16,32,64,128"),
-    epochs: int = typer.Option(None, help="epochs (default: the task's)"),
-    batch_size: int = typer.Option(None, "--batch-size", help="cases per batch (default: the task's)"),
-    window: str = typer.Option(None, help="patch size, e.g. 128 or 128,128,96 (default: the task's)"),
-    lr: float = typer.Option(None, help="peak AdamW learning rate (default: the task's)"),
-    schedule: str = typer.Option(None, help="cosine or poly (default: the task's)"),
+    epochs: int = typer.Option(None, help="epochs (default: the task's, listed below)"),
+    batch_size: int = typer.Option(None, "--batch-size", help="cases per batch (default: the task's, listed below)"),
+    window: str = typer.Option(None, help="patch size, e.g. 128 or 128,128,96 (default: the task's, listed below)"),
+    lr: float = typer.Option(None, help="peak AdamW learning rate (default: the task's, listed below)"),
+    schedule: str = typer.Option(None, help="cosine or poly (default: the task's, listed below)"),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="mixed precision (GPU only)"),
-    device: str = typer.Option(None, help="cpu, cuda, cuda:1 (default: cuda when present)"),
+    device: str = typer.Option("auto", help="cpu, cuda, cuda:N or auto (cuda when there is one)"),
     out: Path = typer.Option(Path("runs/leanseg"), "--out", "-o", help="folder for checkpoints and metrics.csv"),
     resume: bool = typer.Option(False, "--resume", help="continue from OUT/train_state.safetensors"),
     seed: int = typer.Option(0, help="seed of the split, the data pipeline and the weights"),
@@ -46,10 +90,13 @@ def train_cmd(
                                    "validated one (for cross-validation: no choice made on the validation cases)"),
     plan: Path = typer.Option(None, "--plan", help="dataset task: a plan.json whose fields replace the planned "
                               "ones (any subset; flags win over it)"),
+    imports: list[str] | None = import_option(),
 ):
     """Train a model; writes OUT/best.safetensors and OUT/last.safetensors (read by `leanseg predict`),
     OUT/metrics.csv and OUT/train_state.safetensors (for --resume). Runs DDP under torchrun."""
     from leanseg.tasks import task_class
+
+    import_modules(imports)
 
     if task is None:
         if data is None or not (data / "dataset.json").is_file():
@@ -90,12 +137,13 @@ def train_cmd(
         from leanseg.training.loop import check_fold
 
         chosen_fold = check_fold(fold)
-    if device is not None:
-        device = str(resolve_device(device))  # a bad --device fails here, before torch loads the data
+    chosen = resolve_device(device)  # a bad --device fails here, before torch loads the data
+    # auto: TrainConfig picks the device, cuda:LOCAL_RANK under torchrun
+    train_device = None if device.strip().lower() == "auto" else str(chosen)
 
     from leanseg.training import TrainConfig, train
 
-    config = TrainConfig(out=out, seed=seed, device=device, amp=amp, resume=resume, num_workers=workers,
+    config = TrainConfig(out=out, seed=seed, device=train_device, amp=amp, resume=resume, num_workers=workers,
                          postprocess=postprocess, fold=chosen_fold, val_every=val_every,
                          keep_last=keep_last)
     result = train(task, data=data, synthetic=synthetic, config=config, **options)

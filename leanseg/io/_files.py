@@ -32,18 +32,43 @@ def stem(path: str | os.PathLike) -> str:
     return name[: len(name) - len(full_suffix(path))] if full_suffix(path) else name
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _files_of(item: Path, limit: int = 100_000) -> Iterator[Path]:
+    """The files an input stands for: itself, or every file under a folder (a DICOM series, a case folder)."""
+    if not item.is_dir():
+        yield item
+        return
+    for count, found in enumerate(item.rglob("*")):
+        if count >= limit:
+            return
+        if found.is_file():
+            yield found
+
+
 def check_output(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> Path:
-    """Refuse an output that is one of the inputs or that cannot be created; returns the output as a Path.
+    """Refuse an output that is one of the inputs (a file, a file of an input folder, the same file through a
+    symlink or a hard link), that lies inside an input folder (a written file would join a DICOM series or a case
+    on the next read), or that cannot be created; returns the output as a Path.
 
     The probe creates and removes an empty file in the target folder, which also catches read-only file systems
     where ``os.access`` answers yes (it does for root).
     """
     out = Path(output)
-    for item in inputs:
-        item = Path(item)
-        same = out.absolute() == item.absolute() or (out.exists() and item.exists() and os.path.samefile(out, item))
-        if same:
-            raise LeanSegError(f"{out}: output path is the input file; choose another output (-o)")
+    for item in map(Path, inputs):
+        if item.is_dir() and _inside(out.parent, item):
+            raise LeanSegError(f"{out}: output path is inside the input folder {item}; write it elsewhere (-o)")
+        for source in _files_of(item):
+            same = out.absolute() == source.absolute() or out.resolve() == source.resolve() or (
+                out.exists() and source.exists() and os.path.samefile(out, source))
+            if same:
+                raise LeanSegError(f"{out}: output path is the input file {source}; choose another output (-o)")
     if out.is_dir():
         raise LeanSegError(f"{out}: output path is a folder; give a file name (-o)")
     probe = out.parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"

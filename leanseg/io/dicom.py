@@ -84,8 +84,11 @@ def _sorted_slices(folder: Path) -> tuple[list, np.ndarray]:
     first = found[0][1]
     iop = np.asarray(first.ImageOrientationPatient, dtype=np.float64)
     r, c = iop[:3], iop[3:]
+    if iop.shape != (6,) or not np.isfinite(iop).all():
+        raise LeanSegError(f"{folder}/{found[0][0].name}: ImageOrientationPatient {iop.tolist()} is not six finite "
+                           "numbers")
     normal = np.cross(r, c)
-    if abs(np.linalg.norm(normal) - 1) > 1e-2:
+    if not abs(np.linalg.norm(normal) - 1) <= 1e-2:
         raise LeanSegError(f"{folder}: ImageOrientationPatient {iop.tolist()} is not two orthonormal directions")
     for p, ds in found:
         if not np.allclose(np.asarray(ds.ImageOrientationPatient, dtype=np.float64), iop, atol=_TOLERANCE):
@@ -96,6 +99,17 @@ def _sorted_slices(folder: Path) -> tuple[list, np.ndarray]:
                                f"{first.Rows}x{first.Columns}")
     found.sort(key=lambda item: float(np.dot(np.asarray(item[1].ImagePositionPatient, dtype=np.float64), normal)))
     return found, normal
+
+
+def _positive(value, where: str, name: str) -> float:
+    """A spacing from the header: a finite number above zero (a negative one would mirror the geometry)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise LeanSegError(f"{where}: {name} {value!r} is not a number") from None
+    if not np.isfinite(number) or number <= 0:
+        raise LeanSegError(f"{where}: {name} {number} is not a positive finite spacing")
+    return number
 
 
 def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +129,21 @@ def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
             raise LeanSegError(f"{folder}: slices are not evenly spaced (missing slices?); spacings "
                                f"{sorted(set(np.round(np.linalg.norm(steps, axis=1), 3).tolist()))[:5]} mm")
     else:
-        step = normal * float(first.get("SliceThickness", 1.0) or 1.0)
-    row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)
+        step = normal * _positive(first.get("SliceThickness", 1.0) or 1.0, f"{folder}/{found[0][0].name}",
+                                  "SliceThickness")
+    where = f"{folder}/{found[0][0].name}"
+    if not np.isfinite(positions).all():
+        raise LeanSegError(f"{where}: ImagePositionPatient is not finite")
+    spacing = list(first.PixelSpacing)
+    if len(spacing) != 2:
+        raise LeanSegError(f"{where}: PixelSpacing {spacing} is not two numbers")
+    row_spacing, col_spacing = (_positive(v, where, "PixelSpacing") for v in spacing)
+    from leanseg import env
+
+    voxels = int(first.Rows) * int(first.Columns) * len(found)
+    if voxels > env.max_voxels():  # before the allocation: Rows and Columns are the header's word
+        raise LeanSegError(f"{folder}: {first.Rows}x{first.Columns}x{len(found)} = {voxels:,} voxels, over the "
+                           f"limit of {env.max_voxels():,} (LEANSEG_MAX_VOXELS raises it)")
     lps = np.eye(4)
     lps[:3, 0] = r * col_spacing  # i: along a row, column to column
     lps[:3, 1] = c * row_spacing  # j: down a column, row to row
@@ -133,6 +160,8 @@ def read_dicom_series(folder: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
         if pixels.ndim != 2:
             raise LeanSegError(f"{folder}/{p.name}: pixel data of shape {pixels.shape}; expected one grey slice")
         slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        if not (np.isfinite(slope) and np.isfinite(intercept)):
+            raise LeanSegError(f"{folder}/{p.name}: RescaleSlope {slope} / RescaleIntercept {intercept} is not finite")
         data[:, :, k] = (pixels.astype(np.float64) * slope + intercept).T  # (rows, cols) -> (i, j)
     return data, affine
 

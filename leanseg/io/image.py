@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +28,21 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]:
     path = Path(path)
     if not path.is_file():
         raise LeanSegError(f"{path}: no such file")
+    from leanseg import env
+
     try:
-        data = np.asarray(skimage.io.imread(path))
+        import imageio.v3 as iio
+
+        with warnings.catch_warnings():  # Pillow's decompression-bomb warning: the budget below decides instead
+            warnings.filterwarnings("ignore", message="Image size")
+            shape = iio.improps(path).shape  # the header's size, before decoding: a 140 kB PNG can claim 12000^2
+            env.check_budget(int(np.prod(shape, dtype=np.int64)), str(path),
+                             f"its header claims {'x'.join(map(str, shape))}")
+            data = np.asarray(skimage.io.imread(path))
+    except LeanSegError:
+        raise
     except Exception as err:
-        raise LeanSegError(f"{path}: not a readable image ({type(err).__name__}: {err})") from None
+        raise LeanSegError(f"{path}: not a readable image ({type(err).__name__}: {_first_line(err)})") from None
     if data.ndim == 2:
         data = data[None]
     elif data.ndim == 3 and data.shape[-1] in (3, 4):
@@ -41,6 +53,11 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]:
     if not np.isfinite(data).all():
         raise LeanSegError(f"{path}: image has NaN or infinite pixels")
     return np.ascontiguousarray(data), ImageGeometry(path, tuple(data.shape[1:]))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else "no detail"
 
 
 def write_image(path: str | os.PathLike, array: np.ndarray) -> Path:

@@ -122,7 +122,7 @@ class SegyReader:
             raise LeanSegError(f"{self.path}: {len(ilines)} inline(s) x {len(xlines)} crossline(s): a 2D line or a "
                                "single trace, not a 3D cube")
         cells = len(ilines) * len(xlines)
-        if cells > max(_SPARSE * f.tracecount, 1 << 20):  # a grid far sparser than the traces: not a binned cube
+        if cells > max(_SPARSE * f.tracecount, 1 << 12):  # a grid far sparser than the traces: not a binned cube
             raise LeanSegError(f"{self.path}: {f.tracecount:,} traces spread over a {len(ilines):,} x {len(xlines):,} "
                                "inline/crossline grid; the headers do not describe a 3D cube")
         index = np.full((len(ilines), len(xlines)), -1, dtype=np.int64)

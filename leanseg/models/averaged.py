@@ -22,6 +22,8 @@ class Averaged(nn.Module):
     """Members built from registry specs ``{"model": name, "model_kwargs": {...}}``; ``activation`` is that of the
     task ("softmax" or "sigmoid")."""
 
+    registry_name = "averaged"
+
     def __init__(self, members: Sequence[dict], activation: str = "softmax", **dims: int | None):
         super().__init__()
         if not members:

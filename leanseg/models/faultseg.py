@@ -24,11 +24,15 @@ def _double_conv(spatial_dims: int, cin: int, cout: int) -> nn.Sequential:
 
 
 class FaultSegUNet(nn.Module):
+    registry_name = "faultseg3d_unet"  # with ``config``: leanseg.save_model rebuilds it without create()
+
     def __init__(self, spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 1,
                  features: tuple[int, ...] = (16, 32, 64, 128, 512)):
         super().__init__()
         self.spatial_dims = check_dims(spatial_dims)
         widths = list(features)
+        self._config: dict[str, Any] = {"spatial_dims": spatial_dims, "in_channels": in_channels,
+                                        "out_channels": out_channels, "features": widths}
         self.down = nn.ModuleList(_double_conv(spatial_dims, c_in, c_out)
                                   for c_in, c_out in zip([in_channels, *widths[:-1]], widths, strict=True))
         self.pool = MAX_POOL[spatial_dims](2)
@@ -36,6 +40,11 @@ class FaultSegUNet(nn.Module):
                                 for wide, skip in zip(widths[:0:-1], widths[-2::-1], strict=True))
         self.head = CONV[spatial_dims](widths[0], out_channels, 1)
         self.multiple = 2 ** (len(widths) - 1)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: ``FaultSegUNet(**model.config)`` rebuilds the model."""
+        return dict(self._config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[2:]  # (N, C, D, H, W): pad each axis to a multiple of 2**levels, crop back at the end

@@ -48,6 +48,8 @@ class LeanResNet(nn.Module):
     of the colour channels. Batch norm and ReLU, as the paper's classification networks use.
     """
 
+    registry_name = "lean_resnet"  # with ``config``: leanseg.save_model rebuilds it without leanseg.models.create
+
     def __init__(self, variant: str = "A", num_classes: int = 10, spatial_dims: int = 2, in_channels: int = 3,
                  conv: str | ConvKind = "lean", norm: LayerSpec = "batch", act: LayerSpec = "relu",
                  first_conv: str | ConvKind = "dense", widths: tuple[int, ...] | None = None,
@@ -59,6 +61,10 @@ class LeanResNet(nn.Module):
         if len(widths) != len(steps) or min(steps) < 1:
             raise LeanSegError(f"widths and steps need one entry per stage, steps >= 1; got {widths}, {steps}")
         d = check_dims(spatial_dims)
+        self._config: dict[str, Any] = {
+            "variant": variant, "num_classes": num_classes, "spatial_dims": spatial_dims, "in_channels": in_channels,
+            "conv": conv, "norm": norm, "act": act, "first_conv": first_conv, "widths": list(widths),
+            "steps": list(steps)}
         common: dict[str, Any] = {"conv": conv, "norm": norm, "act": act}
         self.stem = conv_layer(first_conv if conv == "lean" else "dense", d, in_channels, widths[0])
         stages, c = [], widths[0]
@@ -72,6 +78,11 @@ class LeanResNet(nn.Module):
         self.act = act_layer(act)
         self.pool = AVG_POOL[d](1)
         self.fc = nn.Linear(c, num_classes)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor's keyword arguments: ``LeanResNet(**model.config)`` rebuilds the model."""
+        return dict(self._config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous(memory_format=torch.channels_last_3d if x.dim() == 5 else torch.channels_last)  # see LeanUNet

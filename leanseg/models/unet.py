@@ -81,6 +81,8 @@ class LeanUNet(nn.Module):
     one per coarser decoder level; otherwise one tensor (N, out_channels, *spatial).
     """
 
+    registry_name = "lean_unet"  # with ``config``: leanseg.save_model rebuilds it without leanseg.models.create
+
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, **options: Any):
         super().__init__()
         for name in sorted(set(options) - set(_FIELDS)):

@@ -1,9 +1,10 @@
-"""Build (once, in about a second) and load the C stencil kernels of _stencil.c with ctypes.
+"""Build (once, in about a second) and load the CPU kernels of csrc/ with ctypes.
 
 No torch headers are involved, so the build is fast and independent of the PyTorch version. The library is
-cached under $LEANSEG_CACHE (default ~/.cache/leanseg), keyed by the source, the flags and this CPU's features
+cached under $LEANSEG_CACHE (default ~/.cache/leanseg), keyed by the sources, the flags and this CPU's features
 (it is built with -march=native). Returns None, and the caller falls back to plain PyTorch, when no C compiler
-with OpenMP is found or LEANSEG_CEXT=0.
+with OpenMP is found or LEANSEG_CEXT=0. Every function's ctypes signature comes from SIGNATURES, the Python
+copy of csrc/leanseg_cpu.h (tests/nn/test_cext.py checks that the two agree).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 from leanseg import env
 
-_SOURCE = Path(__file__).with_name("_stencil.c")
+_CSRC = Path(__file__).with_name("csrc")
+_SOURCE = _CSRC / "leanseg_cpu.c"  # the unity build: includes every other file of csrc/
 # -std=c11 (strict ISO C) turns off the contraction of a * b + c into one FMA: -ffp-contract=fast brings it back
 # (twice the arithmetic rate, one rounding instead of two); GCC prefers 256-bit vectors on CPUs with AVX-512
 # unless told otherwise, and the kernels here are the loops that gain from 512.
@@ -73,11 +76,15 @@ def _cpu_key() -> str:
     return flags
 
 
+def _sources_key() -> bytes:
+    """Every file of csrc/ by name and content: a change to any of them makes a new library."""
+    return b"".join(f.name.encode() + b"\0" + f.read_bytes() for f in sorted(_CSRC.glob("*.[ch]")))
+
+
 def _build(cc: str, flags: list[str]) -> Path:
-    src = _SOURCE.read_bytes()
-    key = hashlib.sha256(src + " ".join([cc, *flags, _cpu_key()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(_sources_key() + " ".join([cc, *flags, _cpu_key()]).encode()).hexdigest()[:16]
     cache = env.cache_dir()
-    lib = cache / f"leanstencil-{key}.so"
+    lib = cache / f"leanseg-cpu-{key}.so"
     if lib.exists():
         return lib
     cache.mkdir(parents=True, exist_ok=True)
@@ -125,6 +132,67 @@ def tune_malloc() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MALLOC_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, _MALLOC_THRESHOLD))
 
 
+# The library's interface: one row per function of csrc/leanseg_cpu.h, name -> (restype, [(argname, ctype), ...],
+# the storage suffixes it exists for). "{s}" in a name stands for the suffix; ACC for the suffix's accumulator
+# scalar (float for f32 and bf16, double for f64). Pointers are passed as data_ptr() integers (or None for NULL).
+_P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+ACC = "acc"
+_ALL, _FLOAT = ("f32", "f64", "bf16"), ("f32", "f64")
+# AVX-512 float32 kernels: present only where lib.lean_simd() is 1
+SIMD_ONLY = frozenset({"lean_tile_f32", "lean_wgrad_f32", "lean_bwd_f32"})
+_TAPS = [("axis", _P), ("sign", _P), ("ntaps", _I64)]
+SIGNATURES: dict[str, tuple[Any, list[tuple[str, Any]], tuple[str, ...]]] = {
+    "bf16_simd": (_INT, [], ()),
+    "lean_simd": (_INT, [], ()),
+    "stencil_gather_{s}": (None, [("out", _P), ("go", Grid), ("in", _P), ("gi", Grid), ("taps", _P), ("zeros", _P),
+                                  *_TAPS, ("m", _I64), ("mul", _I64), ("div", _I64), ("stats", _P), ("cs", _I64),
+                                  ("nthreads", _INT)], _ALL),
+    "lean_direct_{s}": (None, [("out", _P), ("go", Grid), ("in", _P), ("gi", Grid), ("wt", _P), ("bias", _P),
+                               ("taps", _P), ("zeros", _P), *_TAPS, ("cin", _I64), ("cout", _I64), ("m", _I64),
+                               ("mul", _I64), ("div", _I64), ("stats", _P), ("nthreads", _INT)], _ALL),
+    "lean_tile_f32": (None, [("out", _P), ("go", Grid), ("in", _P), ("gi", Grid), ("wt", _P), ("bias", _P),
+                             ("taps", _P), ("zeros", _P), *_TAPS, ("cin", _I64), ("cout", _I64), ("m", _I64),
+                             ("mul", _I64), ("stats", _P), ("stream", _INT), ("nthreads", _INT)], ()),
+    "stencil_grad_{s}": (None, [("partial", _P), ("g", _P), ("gg", Grid), ("in", _P), ("gi", Grid), ("zeros", _P),
+                                *_TAPS, ("m", _I64), ("stride", _I64), ("nthreads", _INT)], _ALL),
+    "lean_wgrad_f32": (None, [("partial", _P), ("g", _P), ("gg", Grid), ("in", _P), ("gi", Grid), *_TAPS,
+                              ("cin", _I64), ("cout", _I64), ("m", _I64), ("stride", _I64), ("nthreads", _INT)], ()),
+    "lean_bwd_f32": (None, [("partial", _P), ("dx", _P), ("gx", Grid), ("g", _P), ("gg", Grid), ("in", _P),
+                            ("gi", Grid), ("wt", _P), ("taps", _P), ("zeros", _P), *_TAPS, ("cin", _I64),
+                            ("cout", _I64), ("m", _I64), ("nthreads", _INT)], ()),
+    "channel_sums_{s}": (None, [("partial", _P), ("a", _P), ("b", _P), ("n", _I64), ("v", _I64), ("c", _I64),
+                                ("nthreads", _INT)], _ALL),
+    "affine2_{s}": (None, [("out", _P), ("u", _P), ("v_", _P), ("p", _P), ("q", _P), ("r", _P), ("n", _I64),
+                           ("v", _I64), ("c", _I64), ("nthreads", _INT)], _ALL),
+    "norm_act_{s}": (None, [("out", _P), ("u", _P), ("p", _P), ("r", _P), ("slope", ACC), ("n", _I64), ("v", _I64),
+                            ("c", _I64), ("nthreads", _INT)], _ALL),
+    "norm_act_grad_sums_{s}": (None, [("partial", _P), ("da", _P), ("z", _P), ("p", _P), ("r", _P), ("slope", ACC),
+                                      ("n", _I64), ("v", _I64), ("c", _I64), ("nthreads", _INT)], _ALL),
+    "norm_act_grad_{s}": (None, [("out", _P), ("da", _P), ("z", _P), ("p", _P), ("r", _P), ("slope", ACC),
+                                 ("P", _P), ("Q", _P), ("R", _P), ("n", _I64), ("v", _I64), ("c", _I64),
+                                 ("nthreads", _INT)], _ALL),
+    "upsample_linear_{s}": (None, [("out", _P), ("go", Grid), ("in", _P), ("gi", Grid), ("iz", _P), ("iy", _P),
+                                   ("ix", _P), ("wz", _P), ("wy", _P), ("wx", _P), ("nthreads", _INT)], _ALL),
+    "stitch_add_{s}": (None, [("acc", _P), ("k", _I64), ("D", _I64), ("H", _I64), ("W", _I64), ("y", _P),
+                              ("d", _I64), ("h", _I64), ("w", _I64), ("sc", _I64), ("sz", _I64), ("sy", _I64),
+                              ("sx", _I64), ("z0", _I64), ("y0", _I64), ("x0", _I64), ("wt", _P), ("act", _INT),
+                              ("nthreads", _INT)], _FLOAT),
+}
+_ACC_CTYPE = {"f32": ctypes.c_float, "f64": ctypes.c_double, "bf16": ctypes.c_float}
+
+
+def signatures(simd: bool = True) -> dict[str, tuple[Any, list[tuple[str, Any]]]]:
+    """SIGNATURES with one entry per C function (suffixes expanded, ACC resolved); without the AVX-512 kernels
+    when simd is false."""
+    out = {}
+    for pattern, (restype, args, suffixes) in SIGNATURES.items():
+        for sfx in suffixes or ("",):
+            name = pattern.format(s=sfx)
+            if simd or name not in SIMD_ONLY:
+                out[name] = (restype, [(a, _ACC_CTYPE[sfx] if t == ACC else t) for a, t in args])
+    return out
+
+
 @functools.cache
 def load(bf16_simd: bool = True):
     """The loaded library, or None when it cannot be built here. Loading it also applies tune_malloc().
@@ -147,52 +215,12 @@ def load(bf16_simd: bool = True):
     except (OSError, subprocess.CalledProcessError) as err:
         detail = getattr(err, "stderr", "") or str(err)
         warnings.warn(
-            f"leanseg: building the C stencil failed ({detail.strip()[:300]}); using plain PyTorch",
+            f"leanseg: building the C kernels failed ({detail.strip()[:300]}); using plain PyTorch",
             RuntimeWarning,
             stacklevel=3,
         )
         return None
-    p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.bf16_simd.argtypes, lib.bf16_simd.restype = [], c_int
-    for suffix, acc in (("f32", ctypes.c_float), ("f64", ctypes.c_double), ("bf16", ctypes.c_float)):
-        fn = getattr(lib, f"stencil_gather_{suffix}")
-        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, i64, i64, i64, i64, p, i64, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"lean_direct_{suffix}")
-        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, i64, i64, i64, i64, i64, i64, p, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"stencil_grad_{suffix}")
-        fn.argtypes = [p, p, Grid, p, Grid, p, p, p, i64, i64, i64, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"channel_sums_{suffix}")
-        fn.argtypes = [p, p, p, i64, i64, i64, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"affine2_{suffix}")
-        fn.argtypes = [p, p, p, p, p, p, i64, i64, i64, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"norm_act_{suffix}")
-        fn.argtypes = [p, p, p, p, acc, i64, i64, i64, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"norm_act_grad_sums_{suffix}")
-        fn.argtypes = [p, p, p, p, p, acc, i64, i64, i64, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"upsample_linear_{suffix}")
-        fn.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, c_int]
-        fn.restype = None
-        fn = getattr(lib, f"norm_act_grad_{suffix}")
-        fn.argtypes = [p, p, p, p, p, acc, p, p, p, i64, i64, i64, c_int]
-        fn.restype = None
-    lib.lean_simd.argtypes, lib.lean_simd.restype = [], c_int
-    if lib.lean_simd():  # the AVX-512 float32 kernels exist only in builds for CPUs that have it
-        lib.lean_tile_f32.argtypes = [p, Grid, p, Grid, p, p, p, p, p, p, i64, i64, i64, i64, i64, p, c_int, c_int]
-        lib.lean_tile_f32.restype = None
-        lib.lean_wgrad_f32.argtypes = [p, p, Grid, p, Grid, p, p, i64, i64, i64, i64, i64, c_int]
-        lib.lean_wgrad_f32.restype = None
-        lib.lean_bwd_f32.argtypes = [p, p, Grid, p, Grid, p, Grid, p, p, p, p, p, i64, i64, i64, i64, c_int]
-        lib.lean_bwd_f32.restype = None
-    for suffix in ("f32", "f64"):
-        fn = getattr(lib, f"stitch_add_{suffix}")
-        fn.argtypes = [p, i64, i64, i64, i64, p, i64, i64, i64, i64, i64, i64, i64, i64, i64, i64, p, c_int,
-                       c_int]
-        fn.restype = None
+    for name, (restype, args) in signatures(bool(lib.lean_simd())).items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, [ctype for _, ctype in args]
     return lib

@@ -1,10 +1,11 @@
 """Fast CPU path of the lean convolution: channels-last, the 1x1 as one GEMM, the stencil as one pass.
 
 The GEMMs go to BLAS through torch; the stencil, its adjoints and the dS reduction run in the small C kernels
-of _stencil.c, which update the GEMM's output in place, reading each input voxel's neighbours while they are
-in cache. Up to 64 channels the 1x1 and the stencil are one pass of a C kernel instead (in float32 on AVX-512
-CPUs, lean_tile_f32; up to 32 channels the weight gradients too, lean_wgrad_f32, and at stride 1 dx with them,
-lean_bwd_f32). Where no C compiler is available the same operations run as plain PyTorch (correct, slower).
+of csrc/ (declared in csrc/leanseg_cpu.h), which update the GEMM's output in place, reading each input voxel's
+neighbours while they are in cache. Up to 64 channels the 1x1 and the stencil are one pass of a C kernel instead
+(in float32 on AVX-512 CPUs, lean_tile_f32; up to 32 channels the weight gradients too, lean_wgrad_f32, and at
+stride 1 dx with them, lean_bwd_f32). Where no C compiler is available the same operations run as plain PyTorch
+(correct, slower).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import torch
 
 from kernels3d.reference import shifted, stencil_channels_last
-from leanseg.nn import _cext
+from leanseg.nn import _cext, backend
 
 
 def _taps(d: int, adjoint: bool):
@@ -43,7 +44,8 @@ def _grid(t: torch.Tensor) -> _cext.Grid:
 
 
 def _use_c(t: torch.Tensor):
-    return _cext.load() if _cext.suffix(t.dtype) else None
+    """The C library for kernels on t, or None: the same operations then run as plain PyTorch."""
+    return backend.c_library(t)
 
 
 def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False, stats: bool = False):
@@ -94,7 +96,7 @@ def stencil_gather_(out, inp, taps_t, stride: int, adjoint: bool = False, stats:
 # 1x1 computed per voxel from L1) instead of a BLAS GEMM plus the stencil pass: there the GEMM is bound by memory,
 # and the direct kernel reads the input and writes the output once. Above it the GEMM's blocking wins.
 DIRECT_MAX_CHANNELS = 64
-_DIRECT_BLOCK = 16  # OB in _stencil.c: output channels per block of accumulators
+_DIRECT_BLOCK = 16  # OB in csrc/lean_forward.c: output channels per block of accumulators
 
 
 def _direct(lib, out, inp, wt, bias, taps_t, stride: int, adjoint: bool, stats: bool):

@@ -1,4 +1,5 @@
-"""The lean convolution as functions: the one dispatcher, plus the shape rules and reference it builds on.
+"""The lean convolution as a function (its backend chosen by ``leanseg.nn.backend``), plus the shape rules and
+reference it builds on.
 
 The operator, its shape rules (``check_args``, ``out_size``, ``STRIDES``) and its plain-PyTorch reference
 (``lean_conv_reference``, ``dense_weight``) live in ``kernels3d.reference``, a leaf that imports only torch, so
@@ -6,9 +7,6 @@ the Triton kernels can share them without importing leanseg; they are re-exporte
 """
 
 from __future__ import annotations
-
-import functools
-from collections.abc import Callable
 
 import torch
 
@@ -22,7 +20,7 @@ from kernels3d.reference import (
     shifted,
     stencil_channels_last,
 )
-from leanseg import env
+from leanseg.nn import backend
 
 __all__ = [
     "STRIDES",
@@ -35,36 +33,22 @@ __all__ = [
     "stencil_channels_last",
 ]
 
-_CPU_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-
-
-@functools.cache
-def _triton_launch() -> Callable[..., torch.Tensor] | None:
-    """kernels3d's unchecked launcher, or None where Triton (or the kernels) cannot be imported."""
-    try:
-        from kernels3d.fused import launch
-    except ImportError:
-        return None
-    return launch
-
 
 def lean_conv(
     x: torch.Tensor, weight: torch.Tensor, stencil: torch.Tensor, bias: torch.Tensor | None = None, stride: int = 1
 ) -> torch.Tensor:
-    """Lean convolution on the fastest path for x's device; the one place its arguments are checked.
+    """Lean convolution on the backend ``leanseg.nn.backend`` picks for x; the one place its arguments are checked.
 
     CUDA tensors go to the fused Triton kernels of ``kernels3d`` when Triton is installed; CPU tensors
     (float32/float64/bfloat16) to the compiled channels-last path; everything else to the reference.
     Set LEANSEG_BACKEND=reference to force the reference (for debugging).
     """
     check_args(x, weight, stencil, bias, stride)
-    if env.backend() == "reference":
-        return lean_conv_reference_unchecked(x, weight, stencil, bias, stride)
-    if x.is_cuda:
-        launch = _triton_launch()
-        if launch is not None:
-            return launch(x, weight, stencil, bias, stride)
-    elif x.device.type == "cpu" and x.dtype in _CPU_DTYPES:
+    where = backend.lean_conv_backend(x)
+    launch = backend.triton_launch() if where == "triton" else None
+    if launch is not None:
+        return launch(x, weight, stencil, bias, stride)
+    if where == "cpu":
         from leanseg.nn import ops  # the C kernel as a custom op while torch.compile/torch.export trace
         from leanseg.nn._cpu import lean_conv_cpu
 

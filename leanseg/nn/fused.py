@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.nn import _cext
+from leanseg.nn import backend
 from leanseg.nn._cpu import _gemm, conv_backward, conv_forward, stencil_gather_, upsample_linear
 from leanseg.nn.lean_conv import LeanConv
 from leanseg.nn.norm import InstanceNorm, channel_sums, norm_act_, norm_act_grad_, norm_act_grad_sums, norm_coefficients
@@ -54,11 +54,11 @@ def _needs_grad(x: torch.Tensor, module: nn.Module) -> bool:
 
 
 def _lib(x: torch.Tensor):
-    # tracers (torch.compile/export, ONNX) see the unfused composition, whose lean convs are one custom op each
-    if (not ENABLED or x.device.type != "cpu" or x.dim() not in (4, 5) or _cext.suffix(x.dtype) is None
-            or tracing()):
+    """The C library for a fused block on x, or None (the unfused composition runs): no C backend for x, or a
+    tracer (torch.compile/export, ONNX), which sees the unfused composition whose lean convs are one custom op each."""
+    if not ENABLED or x.dim() not in (4, 5) or tracing():
         return None
-    return _cext.load()
+    return backend.c_library(x)
 
 
 def _cl(t: torch.Tensor) -> torch.Tensor:
@@ -139,12 +139,12 @@ def up_merge(block, x: torch.Tensor, skip: torch.Tensor, out: torch.Tensor | Non
         return _MergeNormActCPU.apply(block.up(x), skip, conv.weight, conv.stencil, fuse.norm.weight,
                                       fuse.norm.bias, fuse.norm.eps, slope, lib)
     sl = _cl(skip)  # (N, *skip, C_skip)
-    z, s1, s2 = _merge_forward(_cl(block.up(x)), sl, conv.weight, conv.stencil.t().contiguous(), conv.bias, out,
-                               stats=True)
+    z, s1, s2 = _merge_forward(lib, _cl(block.up(x)), sl, conv.weight, conv.stencil.t().contiguous(), conv.bias,
+                               out, stats=True)
     return _normalise_(lib, z, s1, s2, fuse.norm, slope)
 
 
-def _merge_forward(ul, sl, weight, st, bias, out=None, stats: bool = False):
+def _merge_forward(lib, ul, sl, weight, st, bias, out=None, stats: bool = False):
     """The fuse conv of [skip, interp(u)] for channels-last ul (N, *coarse, C_up), sl (N, *skip, C_skip):
     z (N, *skip, C_out) contiguous, and with stats=True its float64 (N, C_out) sums and sums of squares.
 
@@ -157,7 +157,7 @@ def _merge_forward(ul, sl, weight, st, bias, out=None, stats: bool = False):
     z = zl if zl is not None else sl.new_empty([sl.shape[0], *size, weight.shape[0]])  # (N, *skip, C_out)
     # one pass of the C kernel (mode "bilinear"/"trilinear", the only ones an UpBlock uses): ATen's bfloat16
     # kernel took 2.6x as long, its float32 one about 1.2x
-    upsample_linear(_cext.load(), z, v)
+    upsample_linear(lib, z, v)
     del v
     z2 = z.view(-1, z.shape[-1])
     z2.addmm_(sl.reshape(-1, cs), weight[:, :cs].t())  # += the skip columns, in place
@@ -308,7 +308,7 @@ class _MergeNormActCPU(torch.autograd.Function):
     def forward(ctx, u, skip, weight, stencil, gamma, beta, eps, slope, lib):
         ul, sl = _cl(u), _cl(skip)  # (N, *coarse, C_up), (N, *skip, C_skip)
         st = stencil.t().contiguous()  # (2d, m)
-        z, s1, s2 = _merge_forward(ul, sl, weight, st, None, stats=True)  # (N, *skip, C_out)
+        z, s1, s2 = _merge_forward(lib, ul, sl, weight, st, None, stats=True)  # (N, *skip, C_out)
         zf = _flat(z)
         mean, rstd, scale, shift = norm_coefficients(s1, s2, zf.shape[1], gamma, beta, eps)
         norm_act_(lib, zf, zf, scale, shift, slope)  # in place: nothing keeps z
@@ -320,7 +320,7 @@ class _MergeNormActCPU(torch.autograd.Function):
     def backward(ctx, da):
         ul, sl, weight, st, gamma, mean, rstd, scale, shift = ctx.saved_tensors
         cs, d = sl.shape[-1], sl.dim() - 2
-        z = _merge_forward(ul, sl, weight, st, None)
+        z = _merge_forward(ctx.lib, ul, sl, weight, st, None)
         sg, sgxhat = _norm_act_backward_(ctx.lib, z, da, mean, rstd, scale, shift, ctx.slope)  # z is now dz
         # the skip columns and the stencil: a lean conv of the skip
         needs = [ctx.needs_input_grad[1], ctx.needs_input_grad[2], ctx.needs_input_grad[3], False]

@@ -3,8 +3,9 @@
 nn.InstanceNorm copies a channels-last input to NCDHW (and returns NCDHW, which the next lean convolution copies
 back), and PyTorch's reductions over the spatial dims of a channels-last tensor are slow on the CPU: in a lean
 network that costs more than the convolutions. On the CPU this module computes the per-(n, c) sums in one pass
-and applies the affine map in a second (backward: the same two passes) with the C kernels of _stencil.c; on
-other devices, or without a C compiler, it is F.instance_norm.
+and applies the affine map in a second (backward: the same two passes) with the C kernels of csrc/norm_act.c; on
+other devices, without a C compiler, or under LEANSEG_BACKEND=reference (see leanseg.nn.backend), it is
+F.instance_norm.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from leanseg.nn import _cext
+from leanseg.nn import _cext, backend
 
 
 def _channels_last(x: torch.Tensor) -> torch.Tensor | None:
@@ -151,10 +152,10 @@ class InstanceNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_features)) if affine else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lib = _cext.load() if x.device.type == "cpu" and _cext.suffix(x.dtype) else None
         from leanseg.nn.ops import tracing  # tracers cannot follow the C kernel's data pointers
 
-        if lib is not None and x.dim() in (4, 5) and _channels_last(x) is not None and not tracing():
+        lib = backend.c_library(x) if x.dim() in (4, 5) and not tracing() else None
+        if lib is not None and _channels_last(x) is not None:
             return _InstanceNormCL.apply(x, self.weight, self.bias, self.eps, lib)
         return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
 

@@ -2,7 +2,7 @@
 
 bfloat16 halves the bytes every activation moves, and on CPUs with AMX or AVX512-BF16 oneDNN runs the dense and
 1x1 GEMMs in it at several times the float32 rate. Accumulation stays float32 (oneDNN's GEMMs, the C kernels of
-_stencil.c), the instance norm's statistics are float64 sums of the bf16 data, and the model's output is
+csrc/), the instance norm's statistics are float64 sums of the bf16 data, and the model's output is
 returned as float32. Elsewhere bfloat16 is emulated and slower than float32, hence the check.
 """
 

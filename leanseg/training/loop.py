@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from leanseg import env
-from leanseg.checkpoint import model_spec, save_model
+from leanseg.checkpoint import model_spec, save_model, update_config
 from leanseg.errors import LeanSegError
 from leanseg.io import check_output
 from leanseg.options import Schedule, look_up_option, parse_window, resolve_device
@@ -148,8 +148,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
 
     ``task_options`` override fields of the task's Config (epochs, lr, batch_size, window, model, model_kwargs...).
     ``on_epoch_end(epoch, row)`` runs on rank 0 after each epoch's checkpoint (tests use it to simulate a kill).
-    ``build_model(task)`` replaces the task's model; it must come from a registered constructor
-    (``@leanseg.models.register`` + ``leanseg.models.create``) so that its checkpoints can rebuild it.
+    ``build_model(task)`` replaces the task's model: any ``nn.Module`` taking ``(N, channels, *window)`` and
+    returning ``(N, outputs, *window)`` logits. One from a registered constructor (``leanseg.models.create``) or
+    one of leanseg's classes writes checkpoints that rebuild it anywhere; any other module's checkpoints hold the
+    weights and the config, and ``leanseg.load_model(path, model=MyNet())`` fills an instance.
     """
     from monai.data import CacheDataset, DataLoader, Dataset
 
@@ -191,12 +193,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
             train_cases, val_cases = split_cases(cases, tcfg.val_fraction, cfg.seed)
         else:
             train_cases, val_cases = fold_cases(cases, root, fold, dist.main)
-        model = (build_model(task) if build_model is not None else task.model()).to(device)
-        spec = model_spec(model)
-        if spec is None:
-            raise LeanSegError(f"{type(model).__name__} was not built by leanseg.models.create, so its checkpoints "
-                               "could not rebuild it: register its constructor with @leanseg.models.register and "
-                               "build it with leanseg.models.create")
+        model = build_model(task) if build_model is not None else task.model()
+        if not isinstance(model, nn.Module):
+            raise LeanSegError(f"build_model must return an nn.Module, got {type(model).__name__}")
+        model = model.to(device)
         if dist.main:
             try:
                 out.mkdir(parents=True, exist_ok=True)
@@ -205,9 +205,11 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
                 raise LeanSegError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
             report = task.plan_report(out)
             if report:
-                print(f"plan ({out / 'plan.json'}):\n{report}\n"
-                      f"cases: {len(train_cases)} training, {len(val_cases)} validation"
-                      + (f" (fold {fold} of {root / 'splits.json'})" if fold is not None else ""), flush=True)
+                print(f"plan ({out / 'plan.json'}):\n{report}", flush=True)
+            if report or cfg.progress:
+                split = f" (fold {fold} of {root / 'splits.json'})" if fold is not None else ""
+                print(_run_summary(task, model, device, out, data, synthetic, len(train_cases), len(val_cases), split),
+                      flush=True)
 
         train_tf, val_tf = task.transforms(train=True), task.transforms(train=False)
         cache = cfg.cache if cfg.cache is not None else task.cache_cases(cases)
@@ -237,12 +239,20 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         best: dict[str, Any] = {"score": -math.inf, "metrics": {}}
         if cfg.resume:
             finished, extra = load_state(state_path, model, optimizer, scheduler)
+            if finished + 1 > tcfg.epochs:  # (equal: the last epoch ran; the run is only finalised below)
+                raise LeanSegError(f"{state_path}: the state is at epoch {finished + 1}, beyond this run's "
+                                   f"{tcfg.epochs} epochs; give --epochs {finished + 2} or more to train on")
             start, best = finished + 1, extra.get("best", best)
             if dist.main:
                 _truncate_csv(metrics_path, finished)
         elif dist.main and metrics_path.exists():
             metrics_path.unlink()
-        fields = task.checkpoint_fields() | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}"}
+        # "finished": false until the run ends, so a checkpoint of a stopped run never passes for a trained model
+        fields = task.checkpoint_fields() | {"seed": cfg.seed, "data": str(data) if data else f"synthetic:{synthetic}",
+                                             "epochs": tcfg.epochs, "finished": False}
+        if model_spec(model) is None:  # a plain nn.Module: its checkpoint records what prediction checks the input by
+            fields["model_kwargs"] = {"spatial_dims": tcfg.spatial_dims, "in_channels": len(tcfg.channels),
+                                      "out_channels": task.label_manager.num_outputs}
         writer = _tensorboard(out) if dist.main else None
 
         result = TrainResult(out=out, model=model)
@@ -287,6 +297,10 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
             from leanseg.training.postprocess import choose_for_checkpoint
 
             result.postprocess = choose_for_checkpoint(out / "best.safetensors", val_ds, tcfg.window, device)
+        if dist.main:
+            for name in ("best.safetensors", "last.safetensors"):
+                if (out / name).exists():
+                    update_config(out / name, finished=True)
         result.best = best.get("metrics", {})
         result.seconds_per_epoch = float(np.median(seconds)) if seconds else float("nan")
         if writer is not None:
@@ -298,10 +312,35 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
         dist.close()
 
 
+def _run_summary(task: Task, model: nn.Module, device: torch.device, out: Path, data, synthetic: int | None,
+                 n_train: int, n_val: int, split: str) -> str:
+    """The table printed before the first epoch: what trains on what, where, and for how long."""
+    tcfg = task.config
+    spec = model_spec(model)
+    name = spec.name if spec is not None else f"{type(model).__name__} (not registered)"
+    rows = [
+        ("task", f"{task.name} on {data if data is not None else f'{synthetic} synthetic cases'}"),
+        ("cases", f"{n_train} training, {n_val} validation{split}"),
+        ("window", "x".join(map(str, tcfg.window))),
+        ("model", f"{name}, {sum(p.numel() for p in model.parameters()):,} weights"),
+        ("device", str(device)),
+        ("schedule", f"{tcfg.epochs} epochs, batch {tcfg.batch_size}, lr {tcfg.lr:g} ({tcfg.schedule})"),
+        ("output", str(out)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "run:\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
 def _epoch_line(row: dict, epochs: int) -> str:
-    """One line per epoch for logs: loss, the training score, validation Dice and the epoch's time."""
+    """One line per epoch for logs: training loss, the validation score (Dice per class or region and their mean,
+    or accuracy) when the epoch validated, and the epoch's time."""
     parts = [f"epoch {row['epoch'] + 1}/{epochs}", f"loss {row['train_loss']:.4f}"]
-    parts += [f"{k[4:]} {v:.4f}" for k, v in row.items() if k.startswith("val_dice") or k == "val_accuracy"]
+    dice = {k[9:]: v for k, v in row.items() if k.startswith("val_dice_")}
+    if dice:
+        parts.append("val dice " + " ".join(f"{k} {v:.4f}" for k, v in dice.items())
+                     + (f" (mean {score_of({f'dice_{k}': v for k, v in dice.items()}):.4f})" if len(dice) > 1 else ""))
+    if "val_accuracy" in row:
+        parts.append(f"val accuracy {row['val_accuracy']:.4f}")
     return "  ".join(parts + [f"{row['seconds']:.1f} s"])
 
 

@@ -2,10 +2,13 @@
 
 import math
 
+import pytest
+
 from leanseg.bench.brats import DEFAULT_MODELS, contenders, run
 from leanseg.cli.main import main
 
 
+@pytest.mark.slow
 def test_every_row_trains_and_scores(tmp_path):
     lines: list[str] = []
     names = list(contenders((8, 16)))
@@ -34,6 +37,9 @@ def test_cli_easy_phantoms_one_row(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "easy phantoms 16^3, 1 training + 1 validation cases (scored on the validation cases)" in out[0]
     assert len(out) == 3 and out[2].startswith("LeanUNet ")
+    weights, wt, tc, et, mean = (float(v) for v in out[2].split()[1:6])
+    assert weights > 0 and all(0 <= d <= 1 for d in (wt, tc, et))
+    assert math.isclose(mean, (wt + tc + et) / 3, abs_tol=1e-3)  # printed to three digits
 
 
 def test_cli_unknown_row_is_one_line(tmp_path, capsys):

@@ -1,8 +1,11 @@
 """`leanseg bench predict --quick`: every requested row runs through leanseg.predict in its own process."""
 
+import pytest
+
 from leanseg.cli.main import main
 
 
+@pytest.mark.slow
 def test_quick_bench_predict_prints_rows(capsys, tmp_path):
     code = main(["bench", "predict", "--quick", "--models", "LeanUNet,MONAI UNet", "--workdir", str(tmp_path)])
     out, err = capsys.readouterr()

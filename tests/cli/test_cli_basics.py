@@ -1,5 +1,6 @@
 """The CLI: instant --help (no torch import), one-line errors with exit code 2, the conv benchmark's table."""
 
+import math
 import subprocess
 import sys
 
@@ -17,8 +18,11 @@ def test_bench_conv_prints_a_table(capsys):
     assert main(["bench", "conv", "--dims", "2,3", "--channels", "4", "--size", "6", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "fwd+bwd" in out and "fast/floor" in out
-    table = [line for line in out.splitlines() if line.startswith(("2 |", "3 |"))]
+    table = [[cell.strip() for cell in line.split("|")] for line in out.splitlines() if line.startswith(("2 |", "3 |"))]
     assert len(table) == 4  # (2D, 3D) x (fwd, fwd+bwd)
+    for row in table:
+        fast_ms, floor_ratio = float(row[8].split()[0]), float(row[10])
+        assert 0 <= fast_ms < math.inf and 0 < floor_ratio < math.inf, row  # a time, and a floor to divide it by
 
 
 def test_bad_option_value_is_one_line_exit_2(capsys):

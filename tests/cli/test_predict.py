@@ -62,6 +62,7 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.slow
 @needs_data
 @pytest.mark.parametrize("as_files", [False, True])
 def test_brats2015_case_two_channels(tmp_path, capsys, as_files):

@@ -75,6 +75,7 @@ def test_custom_op_compiles_with_gradients_against_float64(spatial_dims, stride,
         assert ((g.double() - r).abs() <= 2 * (e.double() - r).abs() + atol).all()
 
 
+@pytest.mark.slow
 def test_torch_export_keeps_the_fast_path_as_one_op(tmp_path):
     ckpt = brats_checkpoint(tmp_path / "m.safetensors", features=(8, 16, 32))
     out = export(ckpt, tmp_path / "m.pt2")

@@ -111,6 +111,7 @@ def check_crop(inputs, tmp_path, meta):
     return windows, windows_full
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TCGA.is_dir(), reason=f"{TCGA} (shared test data) is absent")
 def test_crop_on_real_brats_case(tmp_path):
     windows, windows_full = check_crop(find_case_files(TCGA, CHANNELS), tmp_path, brats_meta())

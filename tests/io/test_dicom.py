@@ -4,6 +4,7 @@ series give one line."""
 
 import os
 import uuid
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -200,3 +201,59 @@ def test_broken_series_are_one_line(tmp_path, capsys, monkeypatch):
         assert main(["predict", str(path), "-m", str(ckpt), "--no-progress"]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def _tamper(folder: Path, **fields) -> None:
+    """Set header fields of every slice of a series in place."""
+    for p in folder.iterdir():
+        ds = pydicom.dcmread(p)
+        for name, value in fields.items():
+            setattr(ds, name, value)
+        ds.save_as(p, enforce_file_format=True)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"PixelSpacing": [0.0, 1.0]}, "PixelSpacing 0.0 is not a positive finite spacing"),
+    ({"PixelSpacing": ["NaN", 1.0]}, "PixelSpacing nan is not a positive finite spacing"),
+    ({"PixelSpacing": [-1.0, 1.0]}, "PixelSpacing -1.0 is not a positive finite spacing"),  # would mirror
+    ({"RescaleSlope": "NaN"}, "RescaleSlope nan / RescaleIntercept 0.0 is not finite"),
+    ({"RescaleIntercept": "Inf"}, "is not finite"),
+    ({"Rows": 65535, "Columns": 65535}, "over the limit"),  # refused before anything is allocated
+])
+def test_hostile_series_headers_are_one_line(tmp_path, capsys, monkeypatch, fields, message):
+    """A NaN, zero or negative spacing or rescale in a DICOM header never becomes a silent background map."""
+    needs(CT)
+    monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
+    ckpt = save_model(TinyDicomNet(**kwargs), tmp_path / "m.safetensors", model="tiny_dicom_net",
+                      model_kwargs=kwargs, labels={"background": 0, "body": 1})
+    folder = write_series(nib.load(CT).slicer[:, :, :4], tmp_path / "s")
+    with warnings.catch_warnings():  # pydicom warns of the invalid values it is asked to write
+        warnings.simplefilter("ignore")
+        _tamper(folder, **fields)
+    assert main(["predict", str(folder), "-m", str(ckpt), "-o", str(tmp_path / "p.nii.gz"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "p.nii.gz").exists()
+
+
+def test_nothing_is_written_into_an_input_series(tmp_path, capsys, monkeypatch):
+    """A DICOM SEG (or any output) named inside the input series folder is refused: it would replace a slice or
+    join the series; the folder is unchanged."""
+    needs(CT)
+    monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
+    ckpt = save_model(TinyDicomNet(**kwargs), tmp_path / "m.safetensors", model="tiny_dicom_net",
+                      model_kwargs=kwargs, labels={"background": 0, "body": 1})
+    folder = write_series(nib.load(CT).slicer[:, :, :4], tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    link = tmp_path / "link"
+    link.symlink_to(folder)
+    slice_as_seg = folder / sorted(before)[0]
+    slice_as_seg.rename(slice_as_seg.with_suffix(".dcm"))  # a source slice named as a SEG output would be
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    for out in (slice_as_seg.with_suffix(".dcm"), folder / "seg.dcm", folder / "pred.nii.gz", link / "seg.dcm"):
+        assert main(["predict", str(folder), "-m", str(ckpt), "-o", str(out), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is inside the input folder" in err, err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

@@ -50,6 +50,7 @@ def _peak_mb(args) -> tuple[int, str, float]:
     return done.returncode, done.stderr.strip(), float(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ["huge_header", "gzip_bomb"])
 def test_size_is_checked_before_reading(tmp_path, make):
     path = _header_only(tmp_path / "h.nii.gz", (1200, 1200, 1100)) if make == "huge_header" else _bomb(

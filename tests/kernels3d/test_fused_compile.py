@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-triton = pytest.importorskip("triton")
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install leanseg[gpu], or [dev])")
 
 COMPILE = """
 import triton

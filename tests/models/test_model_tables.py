@@ -1,5 +1,7 @@
 """Counting weights and multiply-adds, and the two commands that print them."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -50,5 +52,9 @@ def test_bad_input_shape_is_one_line_exit_2(text, capsys):
 def test_bench_unet_runs_small(capsys):
     assert main(["bench", "unet", "--size", "16", "--features", "4,8", "--models", "LeanUNet"]) == 0
     out = capsys.readouterr().out
-    assert "LeanUNet" in out and "peak memory" in out
+    rows = [[cell.strip() for cell in line.split("|")] for line in out.splitlines() if line.startswith("LeanUNet ")]
+    assert rows and "peak memory" in out
+    for row in rows:  # wall seconds, CPU seconds, then the peak memory in MiB of each table (inference, training)
+        numbers = [float(cell.rstrip("xKMGT").replace(",", "")) for cell in row[1:]]
+        assert all(0 <= n < math.inf for n in numbers) and max(numbers) > 0, row
     assert main(["bench", "unet", "--size", "24"]) == 2  # not a multiple of 16

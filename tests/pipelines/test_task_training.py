@@ -86,15 +86,24 @@ def test_tampered_train_state_is_one_line(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 0 and "train_state.safetensors" in err, err
 
 
-def test_a_model_from_outside_the_registry_fails_before_training(tmp_path):
-    from monai.networks.nets import BasicUNet
-
+def test_a_plain_module_trains_and_fills_an_instance(tmp_path):
+    """Any nn.Module trains; its checkpoint holds the weights and the meta, and load_model(model=...) fills one."""
+    import leanseg
     from leanseg.errors import LeanSegError
 
-    with pytest.raises(LeanSegError, match="register its constructor with @leanseg.models.register"):
-        train("seg2d", synthetic=4, config=TrainConfig(out=tmp_path, progress=False),
-              build_model=lambda task: BasicUNet(2, 1, 3, features=(4, 4, 8, 8, 16, 4)))
-    assert not any(tmp_path.iterdir())
+    def build(task):
+        return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+
+    result = train("seg2d", synthetic=4, config=TrainConfig(out=tmp_path, progress=False), epochs=1,
+                   synthetic_size=32, build_model=build)
+    path = tmp_path / "best.safetensors"
+    net, meta = leanseg.load_model(path, model=build(None))
+    assert not meta.registered and meta.model == "Sequential" and meta.in_channels == 1 and meta.out_channels == 3
+    x = torch.randn(1, 1, 32, 32)
+    torch.testing.assert_close(net(x), result.model.eval()(x))
+    with pytest.raises(LeanSegError, match=r"model=Sequential\(\.\.\.\)") as err:
+        leanseg.load_model(path)  # nothing can rebuild it from the config alone
+    assert "\n" not in str(err.value)
 
 
 def test_a_registered_custom_model_trains_saves_and_predicts(tmp_path, monkeypatch):

@@ -44,7 +44,11 @@ def test_largest_component_of_a_region_removes_its_inner_regions_too():
 
 
 @needs_data
-@pytest.mark.parametrize("name, values, floor", [("ET", [4], 30), ("TC", [1, 3, 4], 5), ("WT", [1, 2, 3, 4], 3)])
+@pytest.mark.parametrize("name, values, floor", [
+    pytest.param("ET", [4], 30, marks=pytest.mark.slow),  # many small ET components, each a whole-volume mask
+    ("TC", [1, 3, 4], 5),
+    ("WT", [1, 2, 3, 4], 3),
+])
 def test_min_size_removes_exactly_the_small_components(name, values, floor):
     ref = reference(CASES[0])
     out = Postprocess.parse({"min_size": {name: floor}}, BRATS).apply(ref, BRATS)
@@ -65,6 +69,7 @@ def test_small_enhancing_tumour_becomes_necrosis(threshold, demoted):
     np.testing.assert_array_equal(out, expected)
 
 
+@pytest.mark.slow
 @needs_data
 def test_selection_on_validation_cases_keeps_only_rules_that_help():
     refs = [reference(c) for c in CASES]
@@ -131,6 +136,7 @@ def test_evaluate_prints_scores_before_and_after(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1 and "--postprocess: 'largest' names 'XT'" in err
 
 
+@pytest.mark.slow
 @needs_data
 def test_postprocess_select_writes_the_rules_into_a_checkpoint(tmp_path, capsys):
     from leanseg import save_model
