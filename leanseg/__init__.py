@@ -18,6 +18,7 @@ _EXPORTS = {
     "load_model": "leanseg.checkpoint",
     "predict": "leanseg.prediction",
     "segment": "leanseg.prediction",
+    "predict_folder": "leanseg.batch",
     "ConvNormAct": "leanseg.nn",
     "ResidualBlock": "leanseg.nn",
     "DownBlock": "leanseg.nn",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
@@ -84,7 +85,8 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False, device: str = "cpu",
             amp: bool = False, probabilities: bool = False, preview: bool = False, batch_size: int = 1,
             slab: int | None = None, halo: int | None = None, postprocess=None, uncertainty: bool = False,
-            progress: bool = True, crop: bool | None = None, precision: str = "fp32", spacing=None) -> Path:
+            progress: bool = True, crop: bool | None = None, precision: str = "fp32", spacing=None,
+            scheduler: str | None = None, workers: int | None = None) -> Path:
     """Predict a volume and write its label map; returns the label map's path.
 
     Args:
@@ -119,98 +121,179 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             it (linearly) and the probabilities back onto the input's exact grid before the labels are taken
             (``leanseg.spacing``). Default: the checkpoint's ``spacing`` (none for checkpoints without one); "none"
             predicts on the input's own grid.
+        scheduler, workers: a SEG-Y cube only: predict its slabs on the Dask cluster at the address ``scheduler``,
+            or on a local one of ``workers`` processes (``leanseg.cluster``); the label map is written as SEG-Y.
+            For many cases, see ``leanseg.predict_folder``.
     """
-    from leanseg.inference import check_options, check_window
-
     inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
     if not inputs:
         raise LeanSegError("no input given")
+    from leanseg.inference import check_options
+
     check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
     if model is None:  # the last trained model that fits, else the zoo's for this kind of input
         from leanseg.pretrained import default_model
 
         model, why = default_model([Path(p) for p in inputs])
         print(f"leanseg: {why}", file=sys.stderr)
-    from leanseg.ensemble import expand_models
+    if scheduler is not None or workers is not None:
+        return _predict_on_cluster([Path(p) for p in inputs], model, output, scheduler, workers, window=window,
+                                   overlap=overlap, tta=tta, device=device, amp=amp, batch_size=batch_size,
+                                   precision=precision, slab_halo=(slab, halo), progress=progress,
+                                   extras=dict(probabilities=probabilities, preview=preview, uncertainty=uncertainty,
+                                               postprocess=postprocess not in (None, "none"),
+                                               spacing=spacing is not None))
+    predictor = Predictor(model, window=window, overlap=overlap, tta=tta, device=device, amp=amp,
+                          probabilities=probabilities, preview=preview, batch_size=batch_size, slab=slab, halo=halo,
+                          postprocess=postprocess, uncertainty=uncertainty, progress=progress, crop=crop,
+                          precision=precision, spacing=spacing)
+    return predictor(inputs, output)
 
-    model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
-    net, meta = _checkpoint(model, uncertainty)
-    if meta.extra.get("finished") is False:  # saved by a run that was stopped (or is still going)
-        print(f"leanseg: warning: the model is from an unfinished run (epoch {meta.extra.get('epoch', -1) + 1} of "
-              f"{meta.extra.get('epochs', '?')}); `leanseg train ... --resume` finishes it", file=sys.stderr)
-    rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
-                                                                            "--postprocess")
-    if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
-        raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
-    dev = resolve_device(device, what="device")
-    if output is None:
-        output = default_output(inputs[0])
-        if output.exists():  # a name chosen for the user never replaces a file (a case folder's own seg, say)
-            raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
-    output = Path(output)
-    kind = kind_of(inputs[0])
-    seg_out = kind_of(output) == "dicom"  # DICOM SEG, referencing the input series
-    if seg_out:
-        if kind != "folder" or not is_dicom_folder(inputs[0]):
-            raise LeanSegError(f"{output}: DICOM SEG output references a DICOM series, and {inputs[0]} is not one; "
-                               "write .nii.gz")
-        check_seg_writer()
-    else:
-        _check_output_kind(output, kind)
-    if meta.spatial_dims is not None:
-        check_window(window_for(meta, window, meta.spatial_dims))
-    asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
-    sources: list[Path] = [Path(p) for p in inputs]
-    if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
-        sources = find_case_files(inputs[0], meta.channels)
-    elif kind == "nifti" and len(sources) > 1:
-        sources = _in_channel_order(sources, meta.channels)
-    arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
-    outputs = [output] + ([_sibling(output, "probs", arrays)] if probabilities
-                          else []) + ([_sibling(output, "preview", ".png")] if preview else [])
-    spread_path = _sibling(output, "uncertainty", arrays)
-    checkpoints = [m for m in (model if isinstance(model, list) else [model]) if isinstance(m, str | os.PathLike)]
-    # the checkpoints are read too: never an output; nor is anything written into an input folder (it would join
-    # the series or the case on the next read)
-    read = sources + [Path(m) for m in checkpoints] + ([Path(inputs[0])] if kind == "folder" else [])
-    for out in outputs + ([spread_path] if uncertainty else []):
-        check_output(out, read)
-    labels = meta.label_manager
-    options = dict(overlap=overlap, tta=tta, batch_size=batch_size, activation=labels.activation, device=dev,
-                   amp=amp)
-    net = _prepare(net.to(dev), precision)
-    if kind == "segy":
-        if len(inputs) > 1:
-            raise LeanSegError(f"{inputs[1]}: a SEG-Y cube is one file; give one input")
-        if asked is not None:
-            raise LeanSegError(f"{inputs[0]}: a SEG-Y cube has no voxel size in mm to resample; drop --spacing")
-        if uncertainty or postprocess not in (None, "none"):
-            raise LeanSegError(f"{inputs[0]}: --uncertainty and --postprocess need the whole volume in memory; "
-                               "a SEG-Y cube is streamed")
-        _predict_segy(Path(inputs[0]), net, meta, outputs, window, (slab, halo), options, progress)
-        return output
-    array, geometry = read_volume(sources)
-    where = ", ".join(str(p) for p in sources)
-    label_map, probs, spread = _segment(net, meta, array, geometry, where=where, rules=rules, window=window,
-                                        options=options, progress=progress, crop=crop, spacing=spacing, asked=asked,
-                                        uncertainty=uncertainty)
-    if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
-        from leanseg import __version__
 
-        segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
-        write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
-                        version=__version__)
-    else:
-        write_volume(output, label_map, geometry)
-    if spread is not None:
-        write_volume(spread_path, spread[0].numpy(), geometry)
-    if probabilities:
-        write_volume(outputs[1], probs.numpy(), geometry)
-    if preview:
-        slices = OrthoSlices(label_map.shape)
-        slices.add(0, array[0], label_map)
-        slices.save(outputs[-1])
+def _predict_on_cluster(inputs: list[Path], model, output, scheduler: str | None, workers: int | None, *, window,
+                        slab_halo: tuple, progress: bool, extras: dict, **options) -> Path:
+    """A SEG-Y cube's slabs on Dask workers (``leanseg.cluster.predict_segy``); the client loads no model."""
+    from leanseg.cluster import connect
+
+    if len(inputs) > 1 or kind_of(inputs[0]) != "segy":
+        raise LeanSegError(f"{inputs[0]}: scheduler and workers spread one SEG-Y cube's slabs, or a folder's cases "
+                           "(leanseg predict IN_FOLDER -o OUT_FOLDER)")
+    asked = [name for name, given in extras.items() if given]
+    if asked:
+        raise LeanSegError(f"{inputs[0]}: over Dask workers only the label map is written; drop {', '.join(asked)}")
+    if workers is not None and workers < 1:
+        raise LeanSegError(f"workers must be at least 1, got {workers}")
+    output = Path(output) if output is not None else default_output(inputs[0])
+    with connect(scheduler, workers) as client:
+        predict_segy_on_cluster(client, model, options, inputs[0], output, slab_halo, window=window,
+                                progress=progress)
     return output
+
+
+class Predictor:
+    """The model and the options of ``leanseg.predict``, loaded and validated once; ``predictor(inputs, output)``
+    predicts one case. ``leanseg.predict`` makes one per call; ``leanseg.predict_folder`` one per process (or per
+    Dask worker) for all its cases. Arguments are ``leanseg.predict``'s (``model`` may not be None here)."""
+
+    def __init__(self, model, *, window: int | Sequence[int] | None = None, overlap: float = 0.5, tta: bool = False,
+                 device: str = "cpu", amp: bool = False, probabilities: bool = False, preview: bool = False,
+                 batch_size: int = 1, slab: int | None = None, halo: int | None = None, postprocess=None,
+                 uncertainty: bool = False, progress: bool = True, crop: bool | None = None,
+                 precision: str = "fp32", spacing=None):
+        from leanseg.ensemble import expand_models
+        from leanseg.inference import check_options, check_window
+
+        check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)
+        model = expand_models(model)  # a run folder -> its best checkpoint; a cross-validation -> its folds
+        net, meta = _checkpoint(model, uncertainty)
+        if meta.extra.get("finished") is False:  # saved by a run that was stopped (or is still going)
+            print(f"leanseg: warning: the model is from an unfinished run (epoch {meta.extra.get('epoch', -1) + 1} "
+                  f"of {meta.extra.get('epochs', '?')}); `leanseg train ... --resume` finishes it", file=sys.stderr)
+        self.rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
+                                                                                     "--postprocess")
+        if uncertainty and len(net.members) * (2 ** (meta.spatial_dims or 3) if tta else 1) < 2:
+            raise LeanSegError("--uncertainty needs several models (-m a -m b) or --tta to take a spread over")
+        dev = resolve_device(device, what="device")
+        if meta.spatial_dims is not None:
+            check_window(window_for(meta, window, meta.spatial_dims))
+        self.asked = parse_spacing(spacing, meta.spatial_dims) if spacing is not None else None  # before any work
+        # the checkpoints are read too: never an output
+        self.checkpoints = [Path(m) for m in (model if isinstance(model, list) else [model])
+                            if isinstance(m, str | os.PathLike)]
+        self.meta, self.window, self.spacing, self.crop = meta, window, spacing, crop
+        self.probabilities, self.preview, self.uncertainty = probabilities, preview, uncertainty
+        self.progress = progress
+        self.slab_halo, self.postprocess_asked = (slab, halo), postprocess
+        self.options: dict[str, Any] = dict(overlap=overlap, tta=tta, batch_size=batch_size, device=dev, amp=amp,
+                                            activation=meta.label_manager.activation)
+        self.net = _prepare(net.to(dev), precision)
+
+    def sources(self, inputs: Sequence[Path]) -> list[Path]:
+        """The files to read for ``inputs``: a case folder's channel files, NIfTI channel files in order."""
+        kind = kind_of(inputs[0])
+        sources = [Path(p) for p in inputs]
+        if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
+            sources = find_case_files(inputs[0], self.meta.channels)
+        elif kind == "nifti" and len(sources) > 1:
+            sources = _in_channel_order(sources, self.meta.channels)
+        return sources
+
+    def outputs(self, kind: str, output: Path) -> list[Path]:
+        """Every file a case of input ``kind`` writes for the label map ``output``: the label map, then the
+        probabilities, the preview and the spread as asked."""
+        seg_out = kind_of(output) == "dicom"
+        arrays = ".npy" if kind in ("segy", "image") else ".nii.gz" if seg_out else None  # probabilities, spread
+        return [output] + ([_sibling(output, "probs", arrays)] if self.probabilities else []) + \
+            ([_sibling(output, "preview", ".png")] if self.preview else []) + \
+            ([_sibling(output, "uncertainty", arrays)] if self.uncertainty else [])
+
+    def read(self, inputs: Sequence[str | os.PathLike]) -> tuple[np.ndarray, Any]:
+        """``(array, geometry)`` of a case that is predicted in memory (not SEG-Y), for reading ahead."""
+        return read_volume(self.sources([Path(p) for p in inputs]))
+
+    def __call__(self, inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
+                 volume: tuple[np.ndarray, Any] | None = None) -> Path:
+        """Predict one case and write its outputs; ``volume``: what ``read(inputs)`` gave, when read ahead."""
+        paths = [Path(p) for p in inputs]
+        if not paths:
+            raise LeanSegError("no input given")
+        meta, labels = self.meta, self.meta.label_manager
+        if output is None:
+            output = default_output(paths[0])
+            if output.exists():  # a name chosen for the user never replaces a file (a case folder's own seg, say)
+                raise LeanSegError(f"{output}: exists; give -o to choose the output (and to overwrite a prediction)")
+        output = Path(output)
+        kind = kind_of(paths[0])
+        seg_out = kind_of(output) == "dicom"  # DICOM SEG, referencing the input series
+        if seg_out:
+            if kind != "folder" or not is_dicom_folder(paths[0]):
+                raise LeanSegError(f"{output}: DICOM SEG output references a DICOM series, and {paths[0]} is not "
+                                   "one; write .nii.gz")
+            check_seg_writer()
+        else:
+            _check_output_kind(output, kind)
+        sources = self.sources(paths)
+        outputs = self.outputs(kind, output)
+        # the checkpoints are read too: never an output; nor is anything written into an input folder (it would
+        # join the series or the case on the next read)
+        read = sources + self.checkpoints + ([Path(paths[0])] if kind == "folder" else [])
+        for out in outputs:
+            check_output(out, read)
+        spread_path = outputs.pop() if self.uncertainty else None
+        if kind == "segy":
+            if len(paths) > 1:
+                raise LeanSegError(f"{paths[1]}: a SEG-Y cube is one file; give one input")
+            if self.asked is not None:
+                raise LeanSegError(f"{paths[0]}: a SEG-Y cube has no voxel size in mm to resample; drop --spacing")
+            if self.uncertainty or self.postprocess_asked not in (None, "none"):
+                raise LeanSegError(f"{paths[0]}: --uncertainty and --postprocess need the whole volume in memory; "
+                                   "a SEG-Y cube is streamed")
+            _predict_segy(Path(paths[0]), self.net, meta, outputs, self.window, self.slab_halo, self.options,
+                          self.progress)
+            return output
+        array, geometry = volume if volume is not None else read_volume(sources)
+        where = ", ".join(str(p) for p in sources)
+        label_map, probs, spread = _segment(self.net, meta, array, geometry, where=where, rules=self.rules,
+                                            window=self.window, options=self.options, progress=self.progress,
+                                            crop=self.crop, spacing=self.spacing, asked=self.asked,
+                                            uncertainty=self.uncertainty)
+        if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
+            from leanseg import __version__
+
+            segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
+            write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
+                            version=__version__)
+        else:
+            write_volume(output, label_map, geometry)
+        if spread is not None and spread_path is not None:
+            write_volume(spread_path, spread[0].numpy(), geometry)
+        if self.probabilities:
+            write_volume(outputs[1], probs.numpy(), geometry)
+        if self.preview:
+            slices = OrthoSlices(label_map.shape)
+            slices.add(0, array[0], label_map)
+            slices.save(outputs[-1])
+        return output
 
 
 def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: str, rules: Postprocess, window,
@@ -394,6 +477,14 @@ def check_finite_output(probs) -> None:
                            "finite: an overflow inside the model?); no label map was written")
 
 
+def segy_normalizer(reader: SegyReader, meta: CheckpointMeta):
+    """The checkpoint's normalisation with statistics from 16 inlines spread over the cube (one lazy pass over the
+    whole cube would cost a full read). Each Dask worker of a distributed stream computes the same."""
+    picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
+    sample = np.stack([reader.read(i, i + 1)[0] for i in picks])[None]
+    return meta.normalization.transform(stats_from=sample)
+
+
 def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], window, slab_halo, options: dict,
                   progress: bool) -> None:
     """Stream a SEG-Y cube: read inline slabs lazily, write labels (and probabilities) slab by slab."""
@@ -419,10 +510,7 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         env.check_budget(rows * geometry.shape[1] * geometry.shape[2] * (2 + 2 * decoder.num_outputs), str(path),
                          f"a slab of {rows} inlines x {geometry.shape[1]:,} crosslines x {geometry.shape[2]:,} "
                          f"samples with {decoder.num_outputs} outputs")
-        # normalisation statistics from 16 inlines spread over the cube: one lazy pass would cost a full read
-        picks = np.unique(np.linspace(0, reader.shape[0] - 1, 16).astype(int))
-        sample = np.stack([reader.read(i, i + 1)[0] for i in picks])[None]
-        norm = meta.normalization.transform(stats_from=sample)
+        norm = segy_normalizer(reader, meta)
         live = geometry.live
         labels_out: Any  # a SEG-Y writer, a memory-mapped .npy or an array, all indexed by inline
         if kind == "segy":
@@ -463,3 +551,133 @@ def _predict_segy(path: Path, net, meta: CheckpointMeta, outputs: list[Path], wi
         write_nifti(output, labels_out, None, geometry.spacing)
     if slices is not None:
         slices.save(outputs[-1])
+
+
+# ------------------------------------------------------------------------------------------- a SEG-Y cube on Dask
+_READERS: dict[str, Any] = {}  # per worker: path -> (SegyReader, normalizer); one survey at a time
+_STITCHERS: dict[str, Any] = {}  # per worker: token -> SlabStitcher (slabs of one shape share the window weights)
+
+
+def _segy_source(path: str, predictor):
+    entry = _READERS.get(path)
+    if entry is None:
+        for reader, _ in _READERS.values():
+            reader.__exit__(None, None, None)
+        _READERS.clear()
+        reader = SegyReader(path)
+        entry = _READERS[path] = (reader, segy_normalizer(reader, predictor.meta))
+    return entry
+
+
+def _slab_task(token: str, model, options: dict, path: str, partial: str, step: tuple[int, int, int, int]) -> dict:
+    """Predict inlines ``start:stop`` of the survey (reading ``lo:hi``) and write their traces into ``partial``."""
+    import torch
+
+    from leanseg.cluster import peak_rss_mb, where
+    from leanseg.stitch import SlabStitcher
+
+    start_time = time.perf_counter()
+    predictor = _worker_predictor(token, model, options)
+    reader, norm = _segy_source(path, predictor)
+    meta = predictor.meta
+    start, stop, lo, hi = step
+    stitch = _STITCHERS.get(token)
+    if stitch is None:  # as the single-process stream makes it
+        _STITCHERS.clear()
+        stitch = _STITCHERS[token] = SlabStitcher.for_model(predictor.net, window_for(meta, predictor.window, 3), 3,
+                                                            **predictor.options)
+    x = reader.read(lo, hi)[None]
+    x = x if norm is None else np.asarray(norm(x), dtype=np.float32)  # None: the checkpoint normalises nothing
+    probs = stitch(torch.from_numpy(np.ascontiguousarray(x))[None], slice(start - lo, stop - lo))[0]
+    labels = meta.label_manager.decode(probs)
+    labels[~reader.geometry.live[start:stop]] = 0
+    with SegyWriter(partial, reader.geometry, create=False) as writer:
+        writer.write(start, labels)
+    return {"seconds": time.perf_counter() - start_time, "worker": where(), "peak_mb": peak_rss_mb()}
+
+
+def _worker_predictor(token: str, model, options: dict) -> Predictor:
+    from leanseg.cluster import worker_cached
+
+    return worker_cached(token, lambda: Predictor(model, **options))
+
+
+def _worker_load(token: str, model, options: dict) -> None:
+    _worker_predictor(token, model, options)
+
+
+def predict_segy_on_cluster(client, model, options: dict, path: Path, output: Path, slab_halo: tuple, window=None,
+                 progress: bool = True) -> dict[str, float]:
+    """Predict the SEG-Y cube ``path`` slab by slab on the cluster's workers into ``output`` (.sgy); equal, trace
+    for trace and header for header, to ``leanseg.predict``'s stream. Returns each worker's peak memory (MB)."""
+    from tqdm.auto import tqdm
+
+    from leanseg.cluster import error_line, prepare, until_done
+    from leanseg.stitch import plan_slabs
+
+    path, output = Path(path).absolute(), Path(output).absolute()
+    if kind_of(output) != "segy":
+        raise LeanSegError(f"{output}: over Dask workers a SEG-Y prediction is written as SEG-Y (.sgy)")
+    check_output(output, [path])
+    options = {**options, "window": window, "progress": False}
+    token, model = prepare(client, model, options, _worker_load)
+    with SegyReader(path) as reader:
+        geometry = reader.geometry
+        steps = plan_slabs(reader.shape[0], _first_window(client, token, model, options), *slab_halo)
+    partial = output.parent / f".{output.name}.slabs-partial"
+    journal = output.parent / f".{output.name}.slabs-done"
+    stamp = f"{path} {path.stat().st_size} {path.stat().st_mtime_ns} {token}\n"
+    done: set[int] = set()
+    if partial.is_file() and journal.is_file() and journal.read_text().startswith(stamp):
+        done = {int(line) for line in journal.read_text().splitlines()[1:] if line.strip().isdigit()}
+    else:  # a fresh output: headers, then the file extended to its full size so that workers write in place
+        with SegyWriter(partial, geometry) as writer:
+            size = writer.size
+        with open(partial, "r+b") as f:
+            f.truncate(size)
+        journal.write_text(stamp)
+    todo = [step for step in steps if step[0] not in done]
+    futures = {client.submit(_slab_task, token, model, options, str(path), str(partial), step,
+                             key=f"leanseg-slab-{step[0]}-{token[:8]}-{os.urandom(4).hex()}", retries=0): step
+               for step in todo}
+    peaks: dict[str, float] = {}
+    failed: list[int] = []
+    errors: list[str] = []
+    bar = tqdm(total=len(steps), initial=len(steps) - len(todo), unit="slab", desc="slabs", disable=not progress)
+
+    def finish(future) -> None:
+        step = futures[future]
+        try:
+            result = future.result()
+        except Exception as err:  # the worker's error, or KilledWorker
+            failed.append(step[0])
+            errors.append(error_line(err)[:200])
+            return
+        peaks[result["worker"]] = max(peaks.get(result["worker"], 0.0), result["peak_mb"])
+        with open(journal, "a") as f:
+            f.write(f"{step[0]}\n")
+        bar.update(1)
+
+    try:
+        until_done(client, set(futures), finish, lambda left: failed.extend(futures[f][0] for f in left))
+    finally:
+        bar.close()
+    if failed:
+        inlines = ", ".join(f"{geometry.ilines[s]}" for s in sorted(failed)[:5])
+        why = f" ({errors[0]})" if errors else " (no Dask worker left)"
+        raise LeanSegError(f"{path}: {len(failed)} slab(s) not predicted, starting at inline(s) {inlines}{why}; run "
+                           "the same command again to predict only those")
+    os.replace(partial, output)
+    journal.unlink(missing_ok=True)
+    return peaks
+
+
+def _first_window(client, token: str, model, options: dict) -> int:
+    """The window's inline size, as a worker's Predictor resolves it (the checkpoint's unless asked)."""
+    sizes = client.submit(_window_task, token, model, options, pure=False).result()
+    return int(sizes[0])
+
+
+def _window_task(token: str, model, options: dict) -> tuple[int, ...]:
+    predictor = _worker_predictor(token, model, options)
+    return window_for(predictor.meta, predictor.window, 3)

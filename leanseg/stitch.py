@@ -149,6 +149,18 @@ def slabs(length: int, slab: int, halo: int):
         yield start, stop, max(0, start - halo), min(length, stop + halo)
 
 
+def plan_slabs(length: int, window: int | Sequence[int], slab: int | None = None,
+               halo: int | None = None) -> list[tuple[int, int, int, int]]:
+    """``slabs`` with ``predict_streaming``'s defaults for ``slab`` and ``halo`` (see there), checked."""
+    first = window if isinstance(window, int) else int(window[0])
+    halo = first // 8 if halo is None else halo
+    check_options(slab=slab, halo=halo)
+    if halo > first:  # more context than a window sees is read for nothing, every slab
+        raise LeanSegError(f"halo must be at most the window's first size ({first}) inlines, got {halo}")
+    slab = slab or max(1, first - 2 * halo)
+    return list(slabs(length, slab, halo))
+
+
 def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndarray], length: int,
                       write: Callable[[int, torch.Tensor], None], window: int | Sequence[int], slab: int | None = None,
                       halo: int | None = None, progress: bool = True, **options) -> None:
@@ -161,13 +173,7 @@ def predict_streaming(model: torch.nn.Module, read: Callable[[int, int], np.ndar
     the window, slab the window less both halos (one window deep per step, so no position is predicted twice for
     nothing). ``options`` are ``sliding_window_predict``'s.
     """
-    first = window if isinstance(window, int) else int(window[0])
-    halo = first // 8 if halo is None else halo
-    check_options(slab=slab, halo=halo)
-    if halo > first:  # more context than a window sees is read for nothing, every slab
-        raise LeanSegError(f"halo must be at most the window's first size ({first}) inlines, got {halo}")
-    slab = slab or max(1, first - 2 * halo)
-    steps = list(slabs(length, slab, halo))
+    steps = plan_slabs(length, window, slab, halo)
     stitch = None  # slabs of one shape share the window weights and their sum (sliding_window_predict's result)
     for start, stop, lo, hi in tqdm(steps, desc="slabs", unit="slab", disable=not progress):
         x = torch.from_numpy(np.ascontiguousarray(read(lo, hi), dtype=np.float32))[None]

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from leanseg.cli._help import CONTEXT, LeanCommand, LeanGroup
+from leanseg.cli.bench_batch import bench_batch
 from leanseg.cli.bench_brats import bench_brats
 from leanseg.cli.bench_conv import bench_conv
 from leanseg.cli.bench_export import bench_export
@@ -73,6 +74,7 @@ _COMMANDS: list[tuple[typer.Typer, str, Callable[..., Any]]] = [
     (bench_app, "conv", bench_conv), (bench_app, "unet", bench_unet), (bench_app, "stream", bench_stream),
     (bench_app, "brats", bench_brats), (bench_app, "predict", bench_predict), (bench_app, "export", bench_export),
     (bench_app, "faults", bench_faults), (bench_app, "seg2d", bench_seg2d), (bench_app, "msd", bench_msd),
+    (bench_app, "batch", bench_batch),
 ]
 for _app, _name, _fn in _COMMANDS:
     _app.command(_name, cls=TrainCommand if _fn is train_cmd else LeanCommand)(_fn)
@@ -85,13 +87,23 @@ def _note(message, category, filename, lineno, file=None, line=None):
 
 
 class Terminated(BaseException):
-    """SIGTERM (kill, a batch scheduler's time limit), raised in the main thread so that everything unwinds as for
-    Ctrl-C (partial outputs removed) and the command exits 143. A BaseException, so typer does not turn it into a
-    return value, and no ``except Exception`` swallows it."""
+    """SIGTERM (kill, a batch scheduler's time limit) or SIGUSR1 (what SLURM's ``--signal=USR1@120`` and other
+    schedulers send before preempting a job), raised in the main thread so that everything unwinds as for Ctrl-C
+    (partial outputs removed; training keeps the state of its last finished epoch for ``--resume``) and the command
+    exits 128 + the signal's number (143, 138). A BaseException, so typer does not turn it into a return value, and no
+    ``except Exception`` swallows it."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__(signum)
+        self.signum = int(signum)
+
+
+# the signals that end a command cleanly, beside SIGINT (Ctrl-C)
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def _terminate(signum, frame):
-    raise Terminated
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,9 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     # the CLI's contract is one line per problem, so only its errors that stop a read reach the user, as ours
     logging.getLogger("nibabel").setLevel(logging.CRITICAL)
     warnings.showwarning = _note
-    # SIGTERM (kill, a batch scheduler's time limit) unwinds like Ctrl-C, so half-written outputs are removed
+    # SIGTERM and SIGUSR1 (a batch scheduler's time limit or preemption notice) unwind like Ctrl-C, so half-written
+    # outputs are removed
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
+        for stop in _STOP_SIGNALS:
+            signal.signal(stop, _terminate)
     try:
         # in non-standalone mode typer returns the exit code of a KeyboardInterrupt (130) instead of raising it
         code = app(args=argv, standalone_mode=False)
@@ -111,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt):
         print("leanseg: interrupted", file=sys.stderr)
         return 130
-    except Terminated:
-        print("leanseg: interrupted (SIGTERM)", file=sys.stderr)
-        return 143
+    except Terminated as stop:
+        print(f"leanseg: interrupted ({signal.Signals(stop.signum).name})", file=sys.stderr)
+        return 128 + stop.signum
     except typer.Exit as ex:
         return ex.exit_code
     except typer.TyperException as err:  # usage errors: unknown option, bad value, missing argument: one line

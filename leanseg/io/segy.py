@@ -209,26 +209,29 @@ class SegyWriter:
 
     segyio writes the text and binary headers. The traces are written here as raw bytes, each source trace header
     copied verbatim: segyio copies a trace header through a dict of 91 fields (about 0.15 ms a trace, minutes
-    on a large cube). Write to a temporary path and rename when done (``leanseg.io._files.atomic_path``): an
-    unfinished file has traces missing.
+    on a large cube). ``create=False`` opens a file made earlier with the headers and pre-sized to ``size`` bytes,
+    so that several processes write their inlines into it at their byte offsets (``leanseg.cluster``). Write to a
+    temporary path and rename when done (``leanseg.io._files.atomic_path``): an unfinished file has traces missing.
     """
 
-    def __init__(self, path: str | os.PathLike, geometry: SegyGeometry):
+    def __init__(self, path: str | os.PathLike, geometry: SegyGeometry, create: bool = True):
         self.geometry = geometry
         with _open(geometry.path, geometry.endian) as source:
-            spec = segyio.spec()
-            spec.samples = source.samples
-            spec.format = 5  # IEEE float: a prediction is float, whatever the input's format
-            spec.tracecount = source.tracecount
-            spec.ext_headers = source.ext_headers
-            spec.endian = geometry.endian
             source_format = int(source.bin[segyio.BinField.Format])
-            with segyio.create(str(path), spec) as out:
-                for i in range(1 + source.ext_headers):
-                    out.text[i] = source.text[i]
-                out.bin = source.bin
-                out.bin.update(format=5)
+            if create:
+                spec = segyio.spec()
+                spec.samples = source.samples
+                spec.format = 5  # IEEE float: a prediction is float, whatever the input's format
+                spec.tracecount = source.tracecount
+                spec.ext_headers = source.ext_headers
+                spec.endian = geometry.endian
+                with segyio.create(str(path), spec) as out:
+                    for i in range(1 + source.ext_headers):
+                        out.text[i] = source.text[i]
+                    out.bin = source.bin
+                    out.bin.update(format=5)
             self._data_start = _TEXT + _BIN + source.ext_headers * _TEXT
+            self.size = self._data_start + source.tracecount * (_TRACE_HEADER + len(geometry.samples) * 4)
         n = len(geometry.samples)
         self._source_trace = _TRACE_HEADER + n * _SAMPLE_BYTES[source_format]
         self._out_trace = _TRACE_HEADER + n * 4

@@ -36,7 +36,7 @@ def _interrupt(argv, ready, sig, timeout=120.0):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGUSR1, 138)])
 def test_interrupted_training_does_not_report_success(tmp_path, sig, code):
     out = tmp_path / "run"
     argv = ["train", "--task", "dataset", "--synthetic", "6", "--epochs", "500", "--features", "4,8", "-o", out,
@@ -45,6 +45,14 @@ def test_interrupted_training_does_not_report_success(tmp_path, sig, code):
     assert rc == code, err
     assert err.splitlines()[-1].startswith("leanseg: interrupted"), err
     assert (out / "train_state.safetensors").is_file()  # what --resume continues from
+    if sig == signal.SIGUSR1:  # a preempted job's next run continues from the last finished epoch
+        done = len((out / "metrics.csv").read_text().splitlines()) - 1
+        resume = [str(a) for a in argv] + ["--resume"]
+        resume[resume.index("--epochs") + 1] = str(done + 2)
+        run = subprocess.run(CLI + resume, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert len((out / "metrics.csv").read_text().splitlines()) - 1 == done + 2
 
 
 @pytest.mark.slow
