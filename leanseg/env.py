@@ -79,6 +79,11 @@ def max_voxels() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else 2**28
 
 
+def child_environ(**extra: str) -> dict[str, str]:
+    """This process's environment with ``extra`` set, for the subprocesses a benchmark starts."""
+    return dict(os.environ, **extra)
+
+
 def check_budget(values: int, where: str, what: str) -> None:
     """The one memory budget, checked before a stage allocates: ``values`` (float32 values the stage will hold at
     once: a resampled volume with its probabilities, a decoded image, a slab, per-label masks) against

@@ -71,9 +71,15 @@ def _peaks(stderr: str) -> list[float]:
 
 def run(n: int = 20, workers: int = 2, model: str = "hippocampus", workdir: str | None = None,
         rows: tuple[str, ...] = ("per-case", "folder", "dask")) -> list[Row]:
+    from leanseg.bench import check_counts, check_workdir
+
+    check_counts(cases=n, workers=workers)
+    check_workdir(workdir)
     files = hippocampus_cases(n)
     base = Path(tempfile.mkdtemp(prefix="leanseg-bench-batch-", dir=workdir))
-    environ = dict(os.environ, PYTHONWARNINGS="ignore")
+    from leanseg import env
+
+    environ = env.child_environ(PYTHONWARNINGS="ignore")
     results = []
     try:
         src = base / "in"

@@ -67,8 +67,12 @@ def run(out: Path, cases: int = 32, epochs: int = 30, size: int = 48, features=(
     without, of the validation cases."""
     import torch
 
+    from leanseg.bench import check_counts, check_number
     from leanseg.training import TrainConfig, train
 
+    check_counts(cases=cases, epochs=epochs, size=size, features=list(features), threads=threads)
+    check_counts(0, test_cases=test_cases)
+    check_number("val_fraction", val_fraction, 0.0, 0.9)
     table = contenders(tuple(features))
     common: dict[str, Any] = dict(epochs=epochs, window=(size,) * 3, synthetic_size=size, batch_size=2,
                                   samples_per_case=1, lr=5e-3, hd95=False, hard_phantoms=hard,

@@ -169,9 +169,12 @@ def format_table(rows: list[dict], device: torch.device) -> str:
 
 
 def run(dims, channels, device="cpu", dtype="float32", size=0, batch=1, repeats=5) -> list[dict]:
+    from leanseg.bench import check_counts
     from leanseg.errors import LeanSegError
     from leanseg.options import look_up_option, resolve_device
 
+    check_counts(dims=list(dims), channels=list(channels), batch=batch, repeats=repeats)
+    check_counts(0, size=size)
     torch_dtype = look_up_option(dtype, DTYPES, what="--dtype")
     dev = resolve_device(device)
     malloc = "default"

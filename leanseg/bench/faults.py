@@ -76,8 +76,10 @@ def run(out: Path, cases: int = 12, epochs: int = 2, size: int = 32, heldout: in
         segy: Path | None = None, models: tuple[str, ...] = tuple(CONTENDERS), progress: bool = False) -> list[dict]:
     """Train each contender on the same ``cases`` generated cubes of ``size``^3 (window = size) for ``epochs``;
     print and return one row each."""
+    from leanseg.bench import check_counts
     from leanseg.training import TrainConfig, train
 
+    check_counts(cases=cases, epochs=epochs, size=size, heldout=heldout)
     segy = segy or shared_f3()
     rows = []
     for key in models:

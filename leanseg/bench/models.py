@@ -262,6 +262,11 @@ def bench_unet(size: int = 128, in_channels: int = 4, out_channels: int = 3,
                names: list[str] | None = None, train_batch: int = 2, train_repeats: int = 1) -> list[dict]:
     """Weights, multiply-adds, CPU forward time and peak memory for a size^3 patch, then (train_batch > 0) the
     time and peak memory of one training step on train_batch patches; prints the tables, returns the rows."""
+    from leanseg.bench import check_counts
+
+    check_counts(in_channels=in_channels, out_channels=out_channels, features=list(features), repeats=repeats,
+                 train_repeats=train_repeats)
+    check_counts(0, train_batch=train_batch)
     if size < 16 or size % 16:
         raise LeanSegError(f"--size must be a multiple of 16 (MONAI's UNet and SegResNet need it), got {size}")
     specs = bench_specs(in_channels, out_channels, tuple(features))

@@ -70,10 +70,14 @@ def run(data: Path, out: Path, folds=(0,), epochs: int | None = 20, minutes: flo
     import numpy as np
     import torch
 
+    from leanseg.bench import check_counts, check_number
     from leanseg.tasks import prepared_task
     from leanseg.training import TrainConfig, train
     from leanseg.training.crossval import crossval
 
+    check_counts(epochs=epochs, threads=threads)
+    if minutes is not None:
+        check_number("minutes", minutes, 0.01, 1e6)
     previous = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)

@@ -159,7 +159,12 @@ def run(names: list[str] | None = None, setup: Setup | None = None, repeats: int
     rows interleaved; print the table with medians and ratios to LeanUNet; return one dict per row."""
     import torch
 
+    from leanseg.bench import check_counts, check_workdir
+
+    check_counts(repeats=repeats)
+    check_workdir(workdir)
     setup = setup or Setup()
+    check_counts(0, threads=setup.threads)
     names = list(names or ROWS)
     unknown = [n for n in names if n not in ROWS]
     if unknown:

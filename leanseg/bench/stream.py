@@ -67,8 +67,14 @@ def run(size_gb: float = 4.0, xlines: int = 1024, samples: int = 512, window: tu
         slab: int = 28, halo: int = 2, overlap: float = 0.0625, workdir: str | None = None, keep: bool = False,
         progress: bool = True) -> dict:
     import leanseg.inference  # noqa: F401  (MONAI's sliding window: imported before the clock starts)
+    from leanseg.bench import check_counts, check_number, check_workdir
     from leanseg.prediction import predict
 
+    check_number("size_gb", size_gb, 1e-6, 1e4)
+    check_counts(xlines=xlines, samples=samples, window=list(window), slab=slab)
+    check_counts(0, halo=halo)
+    check_number("overlap", overlap, 0.0, 0.9)
+    check_workdir(workdir)
     inlines = max(1, math.ceil(size_gb * 1e9 / (xlines * (samples * 4 + _TRACE_HEADER))))
     folder = Path(tempfile.mkdtemp(prefix="leanseg-bench-stream-", dir=workdir))
     try:

@@ -16,10 +16,11 @@ def bench_conv(
 ):
     """Time forward and forward+backward of dense, depthwise+1x1, reference and fast lean convolutions."""
     from leanseg.bench.conv import run
+    from leanseg.options import parse_ints
 
     run(
-        dims=[int(d) for d in dims.split(",")],
-        channels=[int(c) for c in channels.split(",")],
+        dims=parse_ints(dims, "--dims"),
+        channels=parse_ints(channels, "--channels"),
         device=device,
         dtype=dtype,
         size=size,

@@ -18,8 +18,9 @@ def bench_unet(
     """Weights, multiply-adds, CPU forward time and peak memory for a size^3 patch, batch 1 (float32, and bf16
     for LeanUNet), then one training step (forward + backward) of LeanUNet, its dense twin and SegResNet."""
     from leanseg.bench.models import bench_unet as run
+    from leanseg.options import parse_ints
 
     run(size=size, in_channels=in_channels, out_channels=out_channels,
-        features=tuple(int(f) for f in features.split(",")), repeats=repeats,
+        features=tuple(parse_ints(features, "--features")), repeats=repeats,
         names=[m.strip() for m in models.split(",") if m.strip()] or None, train_batch=train_batch,
         train_repeats=train_repeats)
