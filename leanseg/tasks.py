@@ -50,6 +50,8 @@ class TaskConfig:
     lr: float = 2e-3
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # "cosine" or "poly" (nnU-Net's (1 - t)^0.9)
+    # "adamw", or "sgd": Nesterov momentum 0.99, nnU-Net's optimiser (with its lr 1e-2 and poly schedule)
+    optimizer: str = "adamw"
     model: str = "lean_unet"
     model_kwargs: dict = field(default_factory=dict)
     synthetic_size: int = 64  # edge of a synthetic volume or image
@@ -111,13 +113,9 @@ class Task:
         first = image[0] if isinstance(image, list | tuple) and image else image
         if not isinstance(first, str | Path) or not str(first).lower().endswith(NIFTI_SUFFIXES):
             return None
-        import nibabel as nib
+        from leanseg.io.nifti import nifti_geometry
 
-        from leanseg.io.nifti import NiftiGeometry
-
-        img: Any = nib.load(first)  # the header only: no voxel is read
-        ornt = nib.orientations.io_orientation(img.affine)
-        return NiftiGeometry(img.header, tuple(img.shape[:3]), ornt, Path(first)).spacing
+        return nifti_geometry(first).spacing  # the header only, checked: no voxel is read
 
     def resolve_spacing(self, cases: list[dict]) -> tuple[float, ...] | None:
         """Settle ``config.spacing`` to a tuple (or None) from the cases: "median" takes the median voxel size of

@@ -149,6 +149,9 @@ class LoadCase:
                 raise LeanSegError(f"{where}: shape {label.shape} differs from the images' {image.shape[1:]}")
             if self.spacing is not None and needs_resampling(geometry.spacing, self.spacing):  # as predict does
                 shape = target_shape(image.shape[1:], geometry.spacing, self.spacing)
+                from pipelines.dataset import _check_resampled
+
+                _check_resampled(shape, image.shape[0], where)
                 image, label = resample(image, shape).numpy(), resample_labels(label, shape)
         return {"id": case["id"], "image": image.astype(np.float32),
                 "label": self.manager.encode(conv.canonical(label, where), where)}

@@ -294,6 +294,10 @@ class Plan:
     lr: float
     samples_per_case: int
     weights: int = 0  # of the planned model (informational)
+    # "default": small rotations/scalings, mirroring, intensity scale/shift; "strong": nnU-Net's fuller set (wider
+    # rotations and scalings, noise, blur, contrast, gamma, simulated low resolution)
+    augmentation: str = "default"
+    optimizer: str = "adamw"  # or "sgd" (Nesterov momentum 0.99, nnU-Net's)
 
     def to_json(self) -> dict:
         out = dataclasses.asdict(self)
@@ -311,11 +315,15 @@ class Plan:
 
             look_up_option(unknown[0], sorted(known), what=f"plan field in {where}")
         kinds = {"model_kwargs": dict, "normalization": dict | str, "model": str, "batch_size": int, "epochs": int,
-                 "samples_per_case": int, "weights": int, "lr": int | float,
+                 "samples_per_case": int, "weights": int, "lr": int | float, "augmentation": str, "optimizer": str,
                  "spacing": list | str, "median_shape": list, "window": list}
         for k, v in data.items():
             if not isinstance(v, kinds[k]) or isinstance(v, bool):
                 raise LeanSegError(f"{where}: plan field {k!r} has the wrong type ({type(v).__name__}: {v!r})")
+        if "augmentation" in data:
+            from leanseg.options import look_up_option
+
+            look_up_option(data["augmentation"], AUGMENTATIONS, what=f"augmentation in {where}")
         return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
@@ -408,7 +416,8 @@ def format_plan(plan: Plan, fp: dict, spec: DatasetSpec) -> str:
                                                                       if plan.weights else "")),
         ("batch size", str(plan.batch_size)),
         ("normalisation", json.dumps(_short_norm(plan.normalization))),
-        ("epochs, lr", f"{plan.epochs}, {plan.lr:g}"),
+        ("epochs, lr", f"{plan.epochs}, {plan.lr:g} ({plan.optimizer}, poly)"),
+        ("augmentation", plan.augmentation),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
@@ -445,6 +454,8 @@ class DatasetConfig(TaskConfig):
     normalization: Any = None
     spacing: Any = None
     model_kwargs: Any = None
+    augmentation: Any = None
+    optimizer: Any = None
     schedule: str = "poly"  # nnU-Net's
     weight_decay: float = 3e-5  # nnU-Net's
     plan: Any = None  # a plan.json (path or dict) whose fields replace the derived plan's
@@ -452,7 +463,8 @@ class DatasetConfig(TaskConfig):
 
 
 PLANNED = ("window", "batch_size", "epochs", "lr", "model", "samples_per_case", "normalization", "spacing",
-           "model_kwargs")
+           "model_kwargs", "augmentation", "optimizer")
+AUGMENTATIONS = ("default", "strong")
 
 
 class DatasetTask(Task):
@@ -521,7 +533,7 @@ class DatasetTask(Task):
             self.config, channels=tuple(spec.channels), labels=dict(spec.labels), regions=dict(spec.regions),
             window=plan.window, batch_size=plan.batch_size, epochs=plan.epochs, lr=plan.lr, model=plan.model,
             model_kwargs=dict(plan.model_kwargs), normalization=plan.normalization,
-            samples_per_case=plan.samples_per_case,
+            samples_per_case=plan.samples_per_case, augmentation=plan.augmentation, optimizer=plan.optimizer,
             spacing=None if spec.form == "synthetic" or plan.spacing is None else tuple(plan.spacing))
         try:
             model = self.model()
@@ -576,6 +588,8 @@ class DatasetTask(Task):
                 T.SpatialPadd(keys, spatial_size=cfg.window, mode="symmetric"),
                 T.RandCropByPosNegLabeld(keys, label_key="label", spatial_size=cfg.window, pos=1, neg=2,
                                          num_samples=cfg.samples_per_case),
+            ]
+            steps += _strong_augmentation(keys, ndim) if cfg.augmentation == "strong" else [
                 T.RandAffined(keys, prob=0.2, rotate_range=(0.26,) * (3 if ndim == 3 else 1),
                               scale_range=(0.15,) * ndim, mode=("bilinear", "nearest"), padding_mode="zeros"),
                 *[T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(ndim)],
@@ -596,6 +610,27 @@ class DatasetTask(Task):
         return DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
 
 
+def _strong_augmentation(keys: list[str], ndim: int) -> list:
+    """nnU-Net's default augmentations as MONAI transforms, with its probabilities: rotation (+-30 degrees) and
+    scaling (0.7-1.4) each at 0.2, Gaussian noise 0.1, blur 0.2, brightness 0.15, contrast 0.15, simulated low
+    resolution 0.25, gamma 0.3, mirroring on every axis."""
+    from monai import transforms as T
+
+    return [
+        T.RandAffined(keys, prob=0.2, rotate_range=(0.52,) * (3 if ndim == 3 else 1), mode=("bilinear", "nearest"),
+                      padding_mode="zeros"),
+        T.RandZoomd(keys, prob=0.2, min_zoom=0.7, max_zoom=1.4, mode=("trilinear" if ndim == 3 else "bilinear",
+                                                                      "nearest"), keep_size=True),
+        T.RandGaussianNoised("image", prob=0.1, std=0.1),
+        T.RandGaussianSmoothd("image", prob=0.2, sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0)),
+        T.RandScaleIntensityd("image", factors=0.25, prob=0.15),
+        T.RandAdjustContrastd("image", prob=0.15, gamma=(0.75, 1.25)),
+        T.RandSimulateLowResolutiond("image", prob=0.25, zoom_range=(0.5, 1.0)),
+        T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
+        *[T.RandFlipd(keys, prob=0.5, spatial_axis=a) for a in range(ndim)],
+    ]
+
+
 class LoadDatasetCase:
     """A case dict -> {"image": (C, ...) float32 at the plan's spacing, "label": encoded target}."""
 
@@ -610,10 +645,20 @@ class LoadDatasetCase:
         image, label, spacing = load_case(case, self.n_channels)
         if self.spacing is not None and needs_resampling(spacing, self.spacing):
             shape = target_shape(image.shape[1:], spacing, self.spacing)
+            _check_resampled(shape, image.shape[0], f"case {case['id']}")
             image, label = resample(image, shape).numpy(), resample_labels(label, shape)
         where = f"case {case['id']}"
         return {"id": case["id"], "image": np.ascontiguousarray(image, dtype=np.float32),
                 "label": self.manager.encode(label, where)}
+
+
+def _check_resampled(shape, channels: int, where: str) -> None:
+    """A training case resampled to the plan's spacing holds its channels, the label and a label mask per value
+    while it is made: checked against the budget before it is (a 10 mm case at a 1 mm plan is 1000x the voxels)."""
+    from leanseg import env
+
+    env.check_budget(math.prod(shape) * (channels + 3), where,
+                     f"resampling makes {'x'.join(map(str, shape))} voxels x {channels} channel(s)")
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -80,6 +80,20 @@ def split_cases(cases: list, val_fraction: float, seed: int) -> tuple[list, list
     return [cases[i] for i in order[n_val:]], [cases[i] for i in order[:n_val]]
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(model, tcfg):
+    """AdamW (the default), or SGD with Nesterov momentum 0.99 as nnU-Net trains."""
+    from leanseg.options import look_up_option
+
+    kind = look_up_option(getattr(tcfg, "optimizer", "adamw"), OPTIMIZERS, what="optimizer")
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=tcfg.lr, momentum=0.99, nesterov=True,
+                               weight_decay=tcfg.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+
+
 def make_schedule(optimizer, kind: str, total_steps: int):
     """Per-step LR multiplier: cosine to zero, or nnU-Net's poly (1 - t/T)^0.9."""
     kind = look_up_option(kind, Schedule, what="schedule").value
@@ -223,7 +237,7 @@ def train(task: str | Task, *, data: str | Path | None = None, synthetic: int | 
 
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                   else None) if dist.world > 1 else model
-        optimizer = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+        optimizer = make_optimizer(model, tcfg)
         per_rank = math.ceil(len(train_ds) / dist.world)
         steps_per_epoch = max(1, math.ceil(per_rank / tcfg.batch_size))
         scheduler = make_schedule(optimizer, tcfg.schedule, tcfg.epochs * steps_per_epoch)
@@ -354,6 +368,12 @@ def _check_task_config(tcfg, planned: bool = False) -> None:
         raise LeanSegError(f"epochs must be at least 1, got {tcfg.epochs}")
     if not unset(tcfg.batch_size) and (not isinstance(tcfg.batch_size, int) or tcfg.batch_size < 1):
         raise LeanSegError(f"batch_size must be at least 1, got {tcfg.batch_size}")
+    window = getattr(tcfg, "window", None)
+    if window is not None and not isinstance(window, str):  # the sliding window's bounds hold for training too
+        from leanseg.inference import check_window
+        from leanseg.options import parse_window
+
+        check_window(parse_window(window, len(window) if isinstance(window, tuple | list) else 3, what="window"))
     if unset(tcfg.lr):
         return
     if not isinstance(tcfg.lr, int | float) or not math.isfinite(tcfg.lr) or tcfg.lr <= 0:
