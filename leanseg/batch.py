@@ -176,8 +176,9 @@ def predict_folder(folder: str | os.PathLike, model=None, *, output: str | os.Pa
     failures file. Cases whose outputs all exist are skipped.
     """
     from leanseg.inference import check_options
+    from leanseg.io import as_path
 
-    folder, out = Path(folder), Path(output)
+    folder, out = as_path(folder, "folder"), as_path(output, "output")
     unknown = set(options) - _PREDICT_OPTIONS
     if unknown:
         raise LeanSegError(f"predict_folder got unknown option(s) {', '.join(sorted(unknown))}")

@@ -349,7 +349,9 @@ def save_model(model, path: str | os.PathLike, meta: CheckpointMeta | None = Non
         text = json.dumps(meta.to_json())
     except TypeError as err:  # a model_kwargs or extra value JSON cannot hold (a class, an array...)
         raise LeanSegError(f"{path}: the checkpoint config must be plain JSON values ({err})") from None
-    path = Path(path)
+    from leanseg.io._files import as_path
+
+    path = as_path(path, "save_model's path")
     if not path.parent.is_dir():
         raise LeanSegError(f"{path}: the folder {path.parent} does not exist")
     # safetensors refuses tensors that share memory; a state_dict can hold such views (tied weights)

@@ -155,10 +155,17 @@ def export(checkpoint, output: str | os.PathLike, stencil: str = "depthwise",
     x = _example(meta, input_shape)
     names = ["D", "H", "W"][-(x.ndim - 2):]
     with atomic_path(output) as tmp:
-        if kind == "onnx":
-            _export_onnx(onnx_ready(net, stencil), x, tmp, names, metadata(meta), opset)
-        else:
-            _export_pt2(net.eval(), x, tmp, names, meta)
+        try:
+            if kind == "onnx":
+                _export_onnx(onnx_ready(net, stencil), x, tmp, names, metadata(meta), opset)
+            else:
+                _export_pt2(net.eval(), x, tmp, names, meta)
+        except (LeanSegError, KeyboardInterrupt):
+            raise
+        except Exception as err:  # the tracer's own errors (a 1-voxel example through a U-Net's pooling...)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise LeanSegError(f"{output}: cannot trace the model on an example of {list(x.shape[2:])} voxels "
+                               f"({first}); a larger --input-shape (default 32) may help") from None
     return output
 
 

@@ -65,8 +65,10 @@ def evaluate(prediction: str | os.PathLike, reference: str | os.PathLike,
     """
     import torch
 
-    pred, pred_geometry = read_volume(prediction)
-    ref, ref_geometry = read_volume(reference)
+    from leanseg.io import as_path
+
+    pred, pred_geometry = read_volume(as_path(prediction, "prediction"))
+    ref, ref_geometry = read_volume(as_path(reference, "reference"))
     for path, array in ((prediction, pred), (reference, ref)):
         if len(array) != 1:
             raise LeanSegError(f"{path}: {len(array)} channels; a label map has one")

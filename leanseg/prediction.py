@@ -55,6 +55,17 @@ def default_output(first_input: str | os.PathLike) -> Path:
     return path.parent / f"{stem(path)}_pred{_DEFAULT_SUFFIX.get(kind) or full_suffix(path)}"
 
 
+def _input_paths(inputs) -> list[Path]:
+    """One path or a sequence of them, as Paths; anything else (None, a number, an empty list) is a one-line error."""
+    from leanseg.io import as_path
+
+    if isinstance(inputs, str | os.PathLike):
+        return [as_path(inputs, "inputs")]
+    if not isinstance(inputs, Sequence) or not inputs:
+        raise LeanSegError(f"inputs must be a path or a non-empty list of paths, got {inputs!r}")
+    return [as_path(p, "each input") for p in inputs]
+
+
 def _sibling(output: Path, tag: str, suffix: str | None = None) -> Path:
     return output.parent / f"{stem(output)}_{tag}{suffix or full_suffix(output)}"
 
@@ -125,9 +136,7 @@ def predict(inputs: str | os.PathLike | Sequence[str | os.PathLike], model=None,
             or on a local one of ``workers`` processes (``leanseg.cluster``); the label map is written as SEG-Y.
             For many cases, see ``leanseg.predict_folder``.
     """
-    inputs = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
-    if not inputs:
-        raise LeanSegError("no input given")
+    inputs = _input_paths(inputs)
     from leanseg.inference import check_options
 
     check_options(overlap=overlap, batch_size=batch_size, slab=slab, halo=halo)  # before any work
@@ -213,6 +222,9 @@ class Predictor:
         kind = kind_of(inputs[0])
         sources = [Path(p) for p in inputs]
         if kind == "folder" and not is_dicom_folder(inputs[0]):  # DICOM series folders are read as they are
+            if len(inputs) > 1:  # the case folder's files are the channels: anything more would be ignored
+                raise LeanSegError(f"{inputs[1]}: a case folder ({inputs[0]}) holds every channel; give the folder "
+                                   "alone, or the channel files without it")
             sources = find_case_files(inputs[0], self.meta.channels)
         elif kind == "nifti" and len(sources) > 1:
             sources = _in_channel_order(sources, self.meta.channels)
@@ -234,9 +246,7 @@ class Predictor:
     def __call__(self, inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None = None,
                  volume: tuple[np.ndarray, Any] | None = None) -> Path:
         """Predict one case and write its outputs; ``volume``: what ``read(inputs)`` gave, when read ahead."""
-        paths = [Path(p) for p in inputs]
-        if not paths:
-            raise LeanSegError("no input given")
+        paths = _input_paths(inputs)
         meta, labels = self.meta, self.meta.label_manager
         if output is None:
             output = default_output(paths[0])
@@ -311,6 +321,11 @@ def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: s
     if meta.spatial_dims not in (None, array.ndim - 1):
         raise LeanSegError(f"{where}: a {array.ndim - 1}D input for a {meta.spatial_dims}D model")
     target = _target_spacing(spacing, asked, meta, geometry, where)
+    for axis, (n, want) in enumerate(zip(array.shape[1:], target or (), strict=False)):
+        have = geometry.spacing[axis]  # canonical axes, as the array's
+        if n > 1 and want > n * have:  # a voxel wider than the volume collapses it to one voxel of one label
+            raise LeanSegError(f"{where}: a spacing of {want:g} mm is wider than the volume along axis {axis} "
+                               f"({n} x {have:g} mm)")
     box = nonzero_box(array) if (_crops_by_default(meta) if crop is None else crop) else None
     inside = array if box is None else array[(slice(None),) + tuple(box)]
     grid = inside.shape[1:]
@@ -363,7 +378,11 @@ def segment(array: np.ndarray, model, geometry=None, *, window: int | Sequence[i
     rules = meta.postprocess if postprocess is None else Postprocess.parse(postprocess, meta.label_manager,
                                                                             "postprocess")
     dev = resolve_device(device, what="device")
-    values = np.asarray(array, dtype=np.float32)
+    try:
+        values = np.asarray(array, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise LeanSegError(f"array: expected numbers of shape (C, *spatial), got {type(array).__name__} "
+                           f"({str(err).splitlines()[0] if str(err) else 'not numeric'})") from None
     if values.ndim not in (3, 4) or min(values.shape) < 1:
         raise LeanSegError(f"array: expected (C, *spatial) with 2 or 3 spatial axes, got shape {values.shape}")
     if not np.isfinite(values).all():  # as the file readers refuse them: a NaN spreads through every window
@@ -463,6 +482,9 @@ def _predict_array(net, array: np.ndarray, meta: CheckpointMeta, window, options
 
     x = torch.from_numpy(array)[None]
     probs = sliding_window_predict(net, x, window_for(meta, window, array.ndim - 1), progress=progress, **options)[0]
+    if tuple(probs.shape[1:]) != tuple(array.shape[1:]):  # MONAI would rescale a smaller output without a word
+        raise LeanSegError(f"the model's output grid {list(probs.shape[1:])} differs from its input's "
+                           f"{list(array.shape[1:])}; a segmentation model must return one value per input voxel")
     check_finite_output(probs)
     return probs
 

@@ -56,6 +56,9 @@ class TrainCommand(LeanCommand):
         pass  # typer sets none; the property is the epilog
 
 
+MAX_WIDTH = 4096  # channels per level; nnU-Net caps 3D widths at 320, and wider is a typo, not a design
+
+
 def train_cmd(
     task: str = typer.Option(None, "--task", "-t", help=f"task to train (default: dataset when --data holds a "
                              f"dataset.json). {_TASKS}"),
@@ -114,8 +117,13 @@ def train_cmd(
     if features is not None:
         # only the widths change: the task's other model options (seg2d's down, dense_levels) stay
         defaults = cls.Config()
-        options["model_kwargs"] = dict((defaults.model_kwargs or {}) if model in (None, defaults.model) else {}) | {
-            "features": parse_ints(features, "--features")}
+        widths = parse_ints(features, "--features")
+        if any(w < 1 or w > MAX_WIDTH for w in widths):
+            raise LeanSegError(f"--features must be widths from 1 to {MAX_WIDTH}, got {features}")
+        kwargs = dict((defaults.model_kwargs or {}) if model in (None, defaults.model) else {}) | {"features": widths}
+        if isinstance(kwargs.get("dense_levels"), int):  # fewer levels than the task's dense ones: all of them dense
+            kwargs["dense_levels"] = min(kwargs["dense_levels"], len(widths))
+        options["model_kwargs"] = kwargs
     if spacing is not None:
         from leanseg.spacing import parse_spacing
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from leanseg.errors import LeanSegError
-from leanseg.io._files import atomic_path, check_output, full_suffix, stem
+from leanseg.io._files import as_path, atomic_path, check_output, full_suffix, stem
 from leanseg.io.dicom import DICOM_SUFFIXES, check_seg_writer, is_dicom_folder, read_dicom, write_dicom_seg
 from leanseg.io.image import IMAGE_SUFFIXES, ImageGeometry, read_image, write_image
 from leanseg.io.nifti import (
@@ -31,7 +31,7 @@ from leanseg.io.segy import SEGY_SUFFIXES, SegyGeometry, SegyReader, SegyWriter,
 
 __all__ = [
     "BRATS_ALIASES", "DICOM_SUFFIXES", "ImageGeometry", "NiftiGeometry", "SegyGeometry", "SegyReader", "SegyWriter",
-    "atomic_path", "channel_of", "check_output", "check_seg_writer", "find_case_files", "full_suffix",
+    "as_path", "atomic_path", "channel_of", "check_output", "check_seg_writer", "find_case_files", "full_suffix",
     "is_dicom_folder", "kind_of", "label_dtype", "read_dicom", "read_image", "read_nifti", "read_segy", "read_volume",
     "stem", "write_dicom_seg", "write_image", "write_nifti", "write_segy", "write_volume",
 ]

@@ -32,6 +32,13 @@ def stem(path: str | os.PathLike) -> str:
     return name[: len(name) - len(full_suffix(path))] if full_suffix(path) else name
 
 
+def as_path(value, what: str) -> Path:
+    """``value`` as a Path when it is one (a str or os.PathLike), else a one-line error naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, str | os.PathLike) or not str(value):
+        raise LeanSegError(f"{what} must be a file or folder path, got {type(value).__name__} {value!r}")
+    return Path(value)
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.resolve().relative_to(folder.resolve())

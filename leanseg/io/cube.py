@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leanseg import env
 from leanseg.errors import LeanSegError
 from leanseg.io._files import full_suffix
 from leanseg.io.nifti import NIFTI_SUFFIXES, read_nifti
@@ -30,12 +31,22 @@ def read_cube(path: str | os.PathLike) -> np.ndarray:
         n = round((size / 4) ** (1 / 3))
         if n < 1 or n**3 * 4 != size:
             raise LeanSegError(f"{path}: {size} bytes is not a cube of float32 values")
+        env.check_budget(n**3, str(path), f"a {n}^3 cube")
         data = np.fromfile(path, "<f4").reshape(n, n, n)
     elif suffix == ".npy":
         try:
+            with open(path, "rb") as f:  # the header first: its shape is checked before the data is read
+                major, _ = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, _ = read_header(f)
+            env.check_budget(int(np.prod(shape, dtype=np.int64)), str(path), f"its header claims {shape}")
             data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise LeanSegError(f"{path}: not a readable .npy array ({err})") from None
+        except (ValueError, OSError, EOFError) as err:
+            if isinstance(err, LeanSegError):
+                raise
+            raise LeanSegError(f"{path}: not a readable .npy array ({str(err).splitlines()[0] if str(err) else err})"
+                               ) from None
     elif suffix in NIFTI_SUFFIXES:
         array, _ = read_nifti(path)
         if len(array) != 1:

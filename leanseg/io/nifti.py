@@ -107,6 +107,27 @@ def _data(img, path: Path) -> np.ndarray:
     return data
 
 
+def _geometry(img, path: Path) -> NiftiGeometry:
+    """The grid of a checked header: orientation, and voxel sizes that are finite and positive (a NaN pixdim would
+    otherwise reach resampling, or training's median spacing)."""
+    ornt = nib.orientations.io_orientation(img.affine)
+    if np.isnan(ornt).any() or len(set(ornt[:, 0].tolist())) != 3:
+        raise LeanSegError(f"{path}: the affine maps two voxel axes to one direction; fix the header")
+    geometry = NiftiGeometry(img.header.copy(), tuple(int(n) for n in img.shape[:3]), ornt, path)
+    spacing = geometry.spacing
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise LeanSegError(f"{path}: voxel size (pixdim) {list(spacing)} is not finite and positive; fix the header")
+    return geometry
+
+
+def nifti_geometry(path: str | os.PathLike) -> NiftiGeometry:
+    """A NIfTI file's grid from its header alone (no voxel is read), checked as ``read_nifti`` checks it."""
+    path = Path(path)
+    img = _load(path)
+    _check_header(img, path)
+    return _geometry(img, path)
+
+
 def read_nifti(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[np.ndarray, NiftiGeometry]:
     """Read one NIfTI file (3D, or 4D with channels on the last axis) or several 3D files as channels.
 
@@ -128,10 +149,7 @@ def read_nifti(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[
             raise LeanSegError(f"{path}: a 4D file among several inputs; give one 4D file or one 3D file per channel")
         spatial = tuple(int(n) for n in img.shape[:3])
         if geometry is None:
-            ornt = nib.orientations.io_orientation(img.affine)
-            if np.isnan(ornt).any() or len(set(ornt[:, 0].tolist())) != 3:
-                raise LeanSegError(f"{path}: the affine maps two voxel axes to one direction; fix the header")
-            geometry = NiftiGeometry(img.header.copy(), spatial, ornt, path)
+            geometry = _geometry(img, path)
         elif spatial != geometry.shape:
             raise LeanSegError(f"{path}: shape {spatial} differs from {geometry.path.name}'s {geometry.shape}")
         elif not np.allclose(img.affine, geometry.affine, atol=1e-4):

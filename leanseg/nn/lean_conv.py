@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kernels3d.reference import STRIDES, dense_weight
+from leanseg.errors import LeanSegError
 from leanseg.nn.functional import lean_conv
 
 
@@ -32,12 +33,12 @@ class LeanConv(nn.Module):
     def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, stride: int = 1, bias: bool = False):
         super().__init__()
         if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+            raise LeanSegError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise LeanSegError(f"{name} must be a positive integer, got {value!r}")
         if stride not in STRIDES:
-            raise ValueError(f"stride must be 1 or 2, got {stride!r}")
+            raise LeanSegError(f"stride must be 1 or 2, got {stride!r}")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels

@@ -41,6 +41,8 @@ def _unknown(name: str) -> str:
 
 def resolve(model: str | os.PathLike) -> Path:
     """A checkpoint path: ``model`` itself when it is a file, else the zoo model of that name."""
+    if not isinstance(model, str | os.PathLike):
+        raise LeanSegError(f"a checkpoint is a path or a zoo name, got {type(model).__name__} {model!r}")
     path = Path(model)
     if path.is_file():
         return path
