@@ -85,3 +85,38 @@ def test_interrupted_predict_leaves_no_output(tmp_path, sig, code):
     assert err.splitlines()[-1].startswith("leanseg: interrupted"), err
     assert not output.exists()
     assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupted_folder_run_keeps_only_whole_cases(tmp_path, sig, code):
+    """A folder run stopped after its first case: the exit code says so, the finished case is whole, no partial
+    file is left, and the same command then finishes the rest."""
+    import torch
+
+    import leanseg
+    from leanseg.cli.main import main
+    from leanseg.models import create
+
+    torch.manual_seed(0)
+    net = create("lean_unet", spatial_dims=3, in_channels=1, out_channels=2, features=(4, 8))
+    model = tmp_path / "m.safetensors"
+    leanseg.save_model(net, model, labels={"background": 0, "fg": 1}, window=[16, 16, 16])
+    cases = tmp_path / "in"
+    cases.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        nib.save(nib.Nifti1Image(rng.normal(size=(48, 48, 32)).astype(np.float32), np.eye(4)),
+                 cases / f"case_{i}.nii.gz")
+    out = tmp_path / "out"
+    argv = ["predict", cases, "-o", out, "-m", model, "--tta", "--no-progress"]
+    rc, err = _interrupt(argv, lambda: out.is_dir() and any(p.name.startswith("case_") for p in out.iterdir()), sig)
+    assert rc == code, err
+    assert err.splitlines()[-1].startswith("leanseg: interrupted"), err
+    assert not [p for p in out.iterdir() if "partial" in p.name]
+    done = sorted(p.name for p in out.glob("case_*"))
+    assert 1 <= len(done) < 6, done
+    for name in done:  # whole files: every one reads
+        assert nib.load(out / name).get_fdata().shape == (48, 48, 32)
+    assert main([str(a) for a in argv]) == 0
+    assert len(list(out.glob("case_*"))) == 6
