@@ -13,7 +13,11 @@ from leanseg.errors import LeanSegError
 TRAIN_OUT = Path("runs/leanseg")  # `leanseg train`'s default --out: its best.safetensors is "the last trained"
 # the zoo model for each input kind, used when no model is given and no trained checkpoint fits
 KIND_DEFAULTS = {"segy": "faults", "image": "em-membrane"}
-TRAIN_HINT = "leanseg train --task brats --data BraTS2021_TrainingData"
+# how to train a model for each input kind, named in the error when none fits
+TRAIN_HINTS = {"nifti": "leanseg train -d Task04_Hippocampus/ (any MSD or nnU-Net v2 dataset folder)",
+               "folder": "leanseg train --task brats -d BraTS2021_TrainingData/",
+               "segy": "leanseg train --task faults --synthetic 200", "image": "leanseg train --task seg2d -d slices/"}
+TRAIN_HINT = TRAIN_HINTS["folder"]
 
 
 @dataclass(frozen=True)
@@ -105,20 +109,25 @@ def default_model(inputs: list[Path]) -> tuple[Path, str]:
     from leanseg.io import kind_of
 
     kind = kind_of(inputs[0])
-    trained = TRAIN_OUT / "best.safetensors"
+    trained = TRAIN_OUT / "best.safetensors"  # relative: the run folder of the current folder
+    why_not = f"no {trained.resolve()}"
     if trained.is_file():
         try:
             meta = read_meta(trained)
             if _fits(meta, inputs, kind):
                 return trained, f"using {trained} (the model leanseg train last wrote; task {meta.task})"
+            why_not = (f"{trained.resolve()} (task {meta.task}) takes {meta.in_channels} channel(s) "
+                       f"{'(' + ', '.join(meta.channels) + ') ' if meta.channels else ''}in "
+                       f"{meta.spatial_dims}D, which this input does not give")
         except (LeanSegError, OSError):
             pass  # an unreadable or foreign input is reported by predict itself, with its own message
     name = KIND_DEFAULTS.get(kind)
     if name is not None and (zoo.ZOO_DIR / f"{name}.safetensors").is_file():
         return zoo.ZOO_DIR / f"{name}.safetensors", f"using the pretrained zoo model {name!r} for this {kind} input"
     shipped = ", ".join(zoo.names()) or "none installed"
-    raise LeanSegError(f"{inputs[0]}: no model given (-m), none in the zoo for a {kind} input (zoo: {shipped}) and "
-                       f"no {trained} that fits; train one, e.g. `{TRAIN_HINT}`, then predict again")
+    raise LeanSegError(f"{inputs[0]}: no model given (-m), none in the zoo for a {kind} input (zoo: {shipped}), and "
+                       f"{why_not}; give -m (a checkpoint or a zoo name) or train one, e.g. "
+                       f"`{TRAIN_HINTS.get(kind, TRAIN_HINT)}`")
 
 
 __all__ = ["KIND_DEFAULTS", "TRAIN_OUT", "ZooModel", "default_model", "describe", "table"]

@@ -109,7 +109,8 @@ def test_brain_mri_with_neither_gets_one_line_and_exit_2(zoo_dir, capsys):
     assert main(["predict", "one.nii.gz", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "zoo: faults" in err and "leanseg train --task brats" in err
+    assert "zoo: faults" in err and "leanseg train -d" in err  # a dataset folder trains a NIfTI model
+    assert "takes 2 channel(s) (flair, t1c)" in err  # and why the trained model does not fit
 
 
 def test_image_uses_em_membrane_only_when_it_is_installed(zoo_dir, tmp_path):
