@@ -196,6 +196,10 @@ class CheckpointMeta:
             manager = LabelManager(labels=dict(self.labels), regions=dict(self.regions))
             object.__setattr__(self, "labels", manager.labels)
             object.__setattr__(self, "regions", manager.regions)
+            outputs = self.model_kwargs.get("out_channels", self.model_kwargs.get("num_classes"))
+            if isinstance(outputs, int) and not isinstance(outputs, bool) and manager.num_outputs != outputs:
+                raise LeanSegError(f"checkpoint names {manager.num_outputs} {manager.kind} but the model has "
+                                   f"{outputs} outputs")
         rules = Postprocess.parse(self.postprocess, where="checkpoint 'postprocess'")
         if rules:  # the rules name classes or regions: checked against this model's outputs
             rules.check(self.label_manager, "checkpoint 'postprocess'")

@@ -161,6 +161,7 @@ def _forged(tmp_path, **changes):
     ({"kw_act": ["leakyrelu", {"negative_slope": float("nan")}]}, "act\\[1\\].negative_slope=nan is not a finite"),
     ({"normalization": {"kind": "fixed", "mean": [float("nan")] * 2, "std": [1.0] * 2}}, "finite numbers"),
     ({"spacing": [1.0, float("inf"), 1.0]}, "spacing"),
+    ({"labels": {"a": 0, "b": 1, "c": 2, "d": 3}}, "names 4 classes but the model has 3 outputs"),
     # a 48M-weight config over a file holding 4-8 weights: the header's tensor shapes refuse it before allocation
     ({"kw_features": [4000, 8]}, "tensor 'encoder.0"),
 ])
