@@ -38,6 +38,7 @@ from leanseg.io import (
     write_nifti,
     write_volume,
 )
+from leanseg.io._files import remove_stale_partials
 from leanseg.options import parse_window, resolve_device
 from leanseg.postprocess import Postprocess
 from leanseg.preview import OrthoSlices
@@ -287,22 +288,33 @@ class Predictor:
                                             window=self.window, options=self.options, progress=self.progress,
                                             crop=self.crop, spacing=self.spacing, asked=self.asked,
                                             uncertainty=self.uncertainty)
-        if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
-            from leanseg import __version__
+        for tag in ("probs", "preview", "uncertainty"):  # what a killed earlier run left, even if not written now
+            remove_stale_partials(_sibling(output, tag))
+        # the label map last: it marks the case as done (a folder run skips it), so it never stands without the
+        # other outputs asked for; if it cannot be written, they are removed again
+        written: list[Path] = []
+        try:
+            if spread is not None and spread_path is not None:
+                written.append(write_volume(spread_path, spread[0].numpy(), geometry))
+            if self.probabilities:
+                written.append(write_volume(outputs[1], probs.numpy(), geometry))
+            if self.preview:
+                slices = OrthoSlices(label_map.shape)
+                slices.add(0, array[0], label_map)
+                slices.save(outputs[-1])
+                written.append(Path(outputs[-1]))
+            if seg_out:  # one segment per class (background aside) or region, named as the checkpoint names them
+                from leanseg import __version__
 
-            segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
-            write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
-                            version=__version__)
-        else:
-            write_volume(output, label_map, geometry)
-        if spread is not None and spread_path is not None:
-            write_volume(spread_path, spread[0].numpy(), geometry)
-        if self.probabilities:
-            write_volume(outputs[1], probs.numpy(), geometry)
-        if self.preview:
-            slices = OrthoSlices(label_map.shape)
-            slices.add(0, array[0], label_map)
-            slices.save(outputs[-1])
+                segments = {name: values for name, values in labels.scored.items() if set(values) != {0}}
+                write_dicom_seg(output, label_map, geometry, sources[0], segments, algorithm=meta.model,
+                                version=__version__)
+            else:
+                write_volume(output, label_map, geometry)
+        except BaseException:
+            for path in written:
+                Path(path).unlink(missing_ok=True)
+            raise
         return output
 
 

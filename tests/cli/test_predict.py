@@ -486,3 +486,31 @@ def test_evaluate_more_careless_inputs(tmp_path, capsys):
     code, _, err = run(capsys, "evaluate", tmp_path / "ref.nii.gz", tmp_path / "ref.nii.gz", "--json",
                        "/proc/leanseg-scores.json")  # a read-only file system
     assert code == 2 and err.count("\n") == 1 and "leanseg-scores.json: cannot write" in err, err
+
+
+@pytest.mark.parametrize("failing", ["x_pred.nii.gz", "x_pred_probs.nii.gz"])
+def test_outputs_stand_or_fall_together(tmp_path, capsys, monkeypatch, failing):
+    """The label map is written last and marks a finished case: when it cannot be written the probabilities asked
+    for are removed again; a killed run's partial probabilities are removed by a later run that writes none."""
+    import leanseg.prediction as prediction
+
+    ckpt = checkpoint(tmp_path / "m.safetensors", channels=("t1",), labels={"background": 0, "fg": 1},
+                      window=[16, 16, 16])
+    image = tmp_path / "x.nii.gz"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(16, 16, 16)).astype(np.float32), np.eye(4)), image)
+    stale = tmp_path / ".x_pred_probs.partial-999999999-deadbeef.nii.gz"  # a writer PID that no longer exists
+    stale.write_bytes(b"half")
+    real_write = prediction.write_volume
+
+    def full_disk_for_labels(path, array, geometry):
+        if Path(path).name == failing:
+            from leanseg.errors import LeanSegError
+
+            raise LeanSegError(f"{path}: cannot write (No space left on device)")
+        return real_write(path, array, geometry)
+
+    monkeypatch.setattr(prediction, "write_volume", full_disk_for_labels)
+    code, _, err = run(capsys, "predict", image, "-m", ckpt, "-o", tmp_path / "x_pred.nii.gz", "--probabilities")
+    assert code == 2 and "No space left" in err
+    assert not (tmp_path / "x_pred.nii.gz").exists() and not (tmp_path / "x_pred_probs.nii.gz").exists()
+    assert not stale.exists()
