@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(stop, _terminate)
     try:
         # in non-standalone mode typer returns the exit code of a KeyboardInterrupt (130) instead of raising it
-        code = app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="leanseg")
     except LeanSegError as err:
         print(f"leanseg: error: {err}", file=sys.stderr)
         return 2

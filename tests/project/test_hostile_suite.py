@@ -15,9 +15,11 @@ import pytest
 import torch
 
 PEAK_LIMIT_MB = 1536
-# the CLI in a fresh process, reporting its own peak RSS (ru_maxrss, kB on Linux) to a file
-RUNNER = ("import resource, sys\nfrom leanseg.cli.main import main\ntry:\n    code = main(sys.argv[2:])\nfinally:\n"
-          "    open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\nsys.exit(code)\n")
+# the CLI in a fresh process, reporting its own peak RSS to a file: VmHWM (kB) of /proc/self/status, which starts
+# afresh at exec (ru_maxrss would carry over the forking pytest process's peak)
+RUNNER = ("import sys\nfrom leanseg.cli.main import main\ntry:\n    code = main(sys.argv[2:])\nfinally:\n"
+          "    hwm = [line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')]\n"
+          "    open(sys.argv[1], 'w').write(hwm[0])\nsys.exit(code)\n")
 
 HALF_NET = '''
 import torch
