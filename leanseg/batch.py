@@ -20,6 +20,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,7 +207,14 @@ def predict_folder(folder: str | os.PathLike, model=None, *, output: str | os.Pa
             todo.append((case, files[0]))
     failures = out / ("failures.tsv" if num_parts == 1 else f"failures-part{part_id}-of{num_parts}.tsv")
     start = time.perf_counter()
-    with _Bar(len(todo), progress) as bar:
+    with ExitStack() as stack:
+        client = None
+        if todo and (scheduler is not None or workers is not None):  # before the bar: a refusal is one line
+            from leanseg.cluster import connect
+
+            client = stack.enter_context(connect(scheduler, workers))
+        bar = stack.enter_context(_Bar(len(todo), progress))
+
         def report(case: Case, seconds: float, error: str | None) -> None:
             if error is None:
                 result.predicted[case.name] = seconds
@@ -215,11 +223,8 @@ def predict_folder(folder: str | os.PathLike, model=None, *, output: str | os.Pa
                 bar.write(f"leanseg: {case.name}: failed: {error}")
             bar.step(f"{case.name} {seconds:.1f} s")
 
-        if todo and (scheduler is not None or workers is not None):
-            from leanseg.cluster import connect
-
-            with connect(scheduler, workers) as client:
-                result.peak_mb = run_cases(client, model, options, todo, report)
+        if client is not None:
+            result.peak_mb = run_cases(client, model, options, todo, report)
         elif todo:
             result.peak_mb = _run_here(model, options, todo, report)
     result.seconds = time.perf_counter() - start
