@@ -42,7 +42,7 @@ from leanseg.io._files import remove_stale_partials
 from leanseg.options import parse_window, resolve_device
 from leanseg.postprocess import Postprocess
 from leanseg.preview import OrthoSlices
-from leanseg.spacing import check_size, needs_resampling, parse_spacing, resample, target_shape
+from leanseg.spacing import needs_resampling, parse_spacing, resample, target_shape
 
 _DEFAULT_SUFFIX = {"nifti": None, "folder": ".nii.gz", "segy": ".sgy", "image": ".png"}
 
@@ -344,7 +344,6 @@ def _segment(net, meta: CheckpointMeta, array: np.ndarray, geometry, *, where: s
     shape = target_shape(grid, geometry.spacing, target) if target is not None else tuple(grid)
     _check_work(shape, grid if target is not None else None, array.shape[0], labels.num_outputs, where)
     if target is not None:  # to the model's spacing before normalising, as training resamples on loading
-        check_size(shape, where)
         inside = resample(inside, shape).numpy()
     probs = _predict_array(net, _apply(meta.normalization.transform(), inside), meta, window, options, progress)
     if target is not None:  # probabilities (and the spread) linearly back onto the input's grid, then the labels

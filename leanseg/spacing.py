@@ -105,15 +105,14 @@ def resample_labels(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return out
 
 
-def check_size(shape: Sequence[int], where: str) -> None:
-    """A one-line error when a resampled grid would exceed the voxel limit (a target of 0.01 mm, say)."""
+def check_resampled(shape: Sequence[int], channels: int, where: str) -> None:
+    """A training case resampled to a target spacing holds its channels, the label and a mask per label value while
+    it is made: checked against the budget before it is (a 10 mm case at 1 mm is 1000x the voxels)."""
     from leanseg import env
 
-    voxels = math.prod(shape)
-    if voxels > env.max_voxels():
-        raise LeanSegError(f"{where}: resampling makes a grid of {'x'.join(map(str, shape))} = {voxels:,} voxels, "
-                           f"over the limit of {env.max_voxels():,} (LEANSEG_MAX_VOXELS raises it)")
+    env.check_budget(math.prod(shape) * (channels + 3), where,
+                     f"resampling makes {'x'.join(map(str, shape))} voxels x {channels} channel(s)")
 
 
-__all__ = ["TOLERANCE", "check_size", "needs_resampling", "parse_spacing", "resample", "resample_labels",
+__all__ = ["TOLERANCE", "check_resampled", "needs_resampling", "parse_spacing", "resample", "resample_labels",
            "target_shape"]

@@ -18,7 +18,7 @@ import numpy as np
 from leanseg.errors import LeanSegError
 from leanseg.io import read_nifti
 from leanseg.labels import check_label_values
-from leanseg.spacing import needs_resampling, resample, resample_labels, target_shape
+from leanseg.spacing import check_resampled, needs_resampling, resample, resample_labels, target_shape
 from leanseg.tasks import Task, TaskConfig
 from pipelines._common import dice_bce_loss, missing_error, seeded_cases
 
@@ -149,9 +149,7 @@ class LoadCase:
                 raise LeanSegError(f"{where}: shape {label.shape} differs from the images' {image.shape[1:]}")
             if self.spacing is not None and needs_resampling(geometry.spacing, self.spacing):  # as predict does
                 shape = target_shape(image.shape[1:], geometry.spacing, self.spacing)
-                from pipelines.dataset import _check_resampled
-
-                _check_resampled(shape, image.shape[0], where)
+                check_resampled(shape, image.shape[0], where)
                 image, label = resample(image, shape).numpy(), resample_labels(label, shape)
         return {"id": case["id"], "image": image.astype(np.float32),
                 "label": self.manager.encode(conv.canonical(label, where), where)}

@@ -640,25 +640,16 @@ class LoadDatasetCase:
         self.spacing = spacing
 
     def __call__(self, case: dict) -> dict:
-        from leanseg.spacing import needs_resampling, resample, resample_labels, target_shape
+        from leanseg.spacing import check_resampled, needs_resampling, resample, resample_labels, target_shape
 
         image, label, spacing = load_case(case, self.n_channels)
         if self.spacing is not None and needs_resampling(spacing, self.spacing):
             shape = target_shape(image.shape[1:], spacing, self.spacing)
-            _check_resampled(shape, image.shape[0], f"case {case['id']}")
+            check_resampled(shape, image.shape[0], f"case {case['id']}")
             image, label = resample(image, shape).numpy(), resample_labels(label, shape)
         where = f"case {case['id']}"
         return {"id": case["id"], "image": np.ascontiguousarray(image, dtype=np.float32),
                 "label": self.manager.encode(label, where)}
-
-
-def _check_resampled(shape, channels: int, where: str) -> None:
-    """A training case resampled to the plan's spacing holds its channels, the label and a label mask per value
-    while it is made: checked against the budget before it is (a 10 mm case at a 1 mm plan is 1000x the voxels)."""
-    from leanseg import env
-
-    env.check_budget(math.prod(shape) * (channels + 3), where,
-                     f"resampling makes {'x'.join(map(str, shape))} voxels x {channels} channel(s)")
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -115,6 +115,15 @@ class TinyDicomNet(nn.Module):
         return self.conv(x)
 
 
+def ct_checkpoint(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny 1-channel body/background checkpoint for series cut from the shared CT (skips without it)."""
+    needs(CT)
+    monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
+    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
+    return save_model(TinyDicomNet(**kwargs), tmp_path / "m.safetensors", model="tiny_dicom_net",
+                      model_kwargs=kwargs, labels={"background": 0, "body": 1})
+
+
 def tcga_inputs(tmp_path: Path, monkeypatch) -> tuple[Path, list[Path], list[Path]]:
     """A tiny 4-channel BraTS-region checkpoint, and the shared TCGA case cropped to 24 slices as NIfTI files and
     as one DICOM series per modality: ``(checkpoint, files, folders)``."""
@@ -183,11 +192,7 @@ def test_dicom_seg_needs_a_dicom_input(tmp_path, capsys, monkeypatch):
 
 
 def test_broken_series_are_one_line(tmp_path, capsys, monkeypatch):
-    needs(CT)
-    monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
-    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
-    ckpt = save_model(TinyDicomNet(**kwargs), tmp_path / "m.safetensors", model="tiny_dicom_net",
-                      model_kwargs=kwargs, labels={"background": 0, "body": 1})
+    ckpt = ct_checkpoint(tmp_path, monkeypatch)
     img = nib.load(CT).slicer[:, :, :6]
     folder = write_series(img, tmp_path / "a")
     files = sorted(folder.iterdir(), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
@@ -222,11 +227,7 @@ def _tamper(folder: Path, **fields) -> None:
 ])
 def test_hostile_series_headers_are_one_line(tmp_path, capsys, monkeypatch, fields, message):
     """A NaN, zero or negative spacing or rescale in a DICOM header never becomes a silent background map."""
-    needs(CT)
-    monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
-    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
-    ckpt = save_model(TinyDicomNet(**kwargs), tmp_path / "m.safetensors", model="tiny_dicom_net",
-                      model_kwargs=kwargs, labels={"background": 0, "body": 1})
+    ckpt = ct_checkpoint(tmp_path, monkeypatch)
     folder = write_series(nib.load(CT).slicer[:, :, :4], tmp_path / "s")
     with warnings.catch_warnings():  # pydicom warns of the invalid values it is asked to write
         warnings.simplefilter("ignore")
@@ -240,11 +241,7 @@ def test_hostile_series_headers_are_one_line(tmp_path, capsys, monkeypatch, fiel
 def test_nothing_is_written_into_an_input_series(tmp_path, capsys, monkeypatch):
     """A DICOM SEG (or any output) named inside the input series folder is refused: it would replace a slice or
     join the series; the folder is unchanged."""
-    needs(CT)
-    monkeypatch.setitem(_registry._MODELS, "tiny_dicom_net", TinyDicomNet)
-    kwargs = {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}
-    ckpt = save_model(TinyDicomNet(**kwargs), tmp_path / "m.safetensors", model="tiny_dicom_net",
-                      model_kwargs=kwargs, labels={"background": 0, "body": 1})
+    ckpt = ct_checkpoint(tmp_path, monkeypatch)
     folder = write_series(nib.load(CT).slicer[:, :, :4], tmp_path / "s")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
     link = tmp_path / "link"
